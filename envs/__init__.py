@@ -1,0 +1,45 @@
+"""Gymnasium MuJoCo tasks with the vla-rl observation contract, scripted experts and demo data.
+
+Public API::
+
+    from envs import make_env, make_vector_env, list_specs, get_spec, EnvOptions
+    from envs import ScriptedExpert, DemoDataset, DemoWriter
+
+Every task is also a gymnasium env: ``gym.make("vla_rl/metaworld.drawer-open")`` (gymnasium ids
+allow one "/", so the family separator becomes "."). Importing `envs` registers them.
+"""
+
+from envs.backend import TaskBackend, TaskStatus
+from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
+from envs.errors import ConfigError
+from envs.experts import ScriptedExpert
+from envs.instruction import decode_instruction, encode_instruction
+from envs.options import EnvOptions
+from envs.registry import get_spec, list_specs, make_env, make_vector_env, register_gym_envs
+from envs.spec import TaskSpec
+from envs.wrapper import PRIVILEGED_INFO_KEYS, VLAEnv
+
+register_gym_envs()
+
+__all__ = [
+    "PRIVILEGED_INFO_KEYS",
+    "ConfigError",
+    "DatasetError",
+    "DemoDataset",
+    "DemoWriter",
+    "EnvOptions",
+    "Episode",
+    "ScriptedExpert",
+    "TaskBackend",
+    "TaskSpec",
+    "TaskStatus",
+    "VLAEnv",
+    "decode_instruction",
+    "encode_instruction",
+    "env_facts",
+    "get_spec",
+    "list_specs",
+    "make_env",
+    "make_vector_env",
+    "register_gym_envs",
+]

@@ -1,0 +1,78 @@
+"""`vla-rl <verb> [--option value ...]`: the command-line entry point.
+
+Each verb has a typed config (vla_rl.config); options come from `--config_path file.yaml`
+and/or dotted overrides (`--env_options.image_size 128`). `vla-rl <verb> --help` lists them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# Headless MuJoCo rendering unless the user chose a backend (egl: Mesa or GPU; osmesa: software).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# verb -> (one-line help, config class path, command module)
+VERBS: dict[str, tuple[str, str, str]] = {
+    "envs": ("list every environment id with instruction(s), action size and episode length",
+             "vla_rl.config:EnvsConfig", "vla_rl.commands.envs_list"),
+    "collect": ("run a scripted expert and write (or append to) a demonstration dataset",
+                "vla_rl.config:CollectConfig", "vla_rl.commands.collect"),
+}
+
+USAGE = """usage: vla-rl <verb> [--config_path FILE.yaml] [--option value ...]
+
+Online RL fine-tuning of Vision-Language-Action robot policies.
+
+verbs:
+{verbs}
+
+`vla-rl <verb> --help` explains every option of a verb. Options may come from a YAML file
+(--config_path, see experiments/*.yaml) and/or the command line; the command line wins.
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, VERBS))
+    return USAGE.format(verbs="\n".join(f"  {v:<{width}}  {h}" for v, (h, _, _) in VERBS.items()))
+
+
+def _load(path: str):
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from vla_rl import __version__
+
+        print(f"vla-rl {__version__}")
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        close = difflib.get_close_matches(verb, VERBS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"vla-rl: unknown verb {verb!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    from envs.demos import DatasetError
+    from envs.errors import ConfigError
+    from vla_rl.config import parse_config
+
+    _, config_path, module = VERBS[verb]
+    try:
+        cfg = parse_config(_load(config_path), rest, prog=f"vla-rl {verb}")
+        return int(importlib.import_module(module).run(cfg) or 0)
+    except (ConfigError, DatasetError) as e:
+        print(f"vla-rl {verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
