@@ -140,12 +140,29 @@ class TouchColorBackend(TabletopBackend):
         return TaskStatus(success, progress, progress)
 
 
-class PushToTargetBackend(TabletopBackend):
+class BlockPushBackend(TabletopBackend):
+    """A sliding block moved by pushing. Progress = 0.25 * reach (finger to block contact)
+    + 0.75 * the task's own score in [0, 1], so it rises during the approach too."""
+
+    CONTACT_DIST = BLOCK_HALF + FINGER_RADIUS
+
+    def _on_reset(self):
+        self._reach0 = max(self._reach_gap(), 1e-6)
+
+    def _reach_gap(self) -> float:
+        return max(float(np.linalg.norm(self.finger_xy - self.body_xy("block"))) - self.CONTACT_DIST, 0.0)
+
+    def _status(self, success: bool, score: float) -> TaskStatus:
+        reach = _clip01(1 - self._reach_gap() / self._reach0)
+        progress = 1.0 if success else 0.25 * reach + 0.75 * _clip01(score)
+        return TaskStatus(success, progress, progress)
+
+
+class PushToTargetBackend(BlockPushBackend):
     """Push the red block until its centre is within 3 cm of the green target's centre."""
 
     xml = "push_to_target.xml"
     SUCCESS_DIST = 0.03
-    CONTACT_DIST = BLOCK_HALF + FINGER_RADIUS
 
     def _place(self, rng):
         while True:
@@ -157,30 +174,23 @@ class PushToTargetBackend(TabletopBackend):
         self._set_finger(finger)
 
     def _on_reset(self):
-        self._reach0 = max(self._reach_gap(), 1e-6)
+        super()._on_reset()
         self._push0 = max(self._push_dist(), 1e-6)
-
-    def _reach_gap(self) -> float:
-        return max(float(np.linalg.norm(self.finger_xy - self.body_xy("block"))) - self.CONTACT_DIST, 0.0)
 
     def _push_dist(self) -> float:
         return float(np.linalg.norm(self.body_xy("block") - self.body_xy("target")))
 
     def _evaluate(self):
         push_dist = self._push_dist()
-        success = push_dist <= self.SUCCESS_DIST
-        reach = _clip01(1 - self._reach_gap() / self._reach0)
-        push = _clip01(1 - (push_dist - self.SUCCESS_DIST) / (self._push0 - self.SUCCESS_DIST))
-        progress = 1.0 if success else 0.25 * reach + 0.75 * push
-        return TaskStatus(success, progress, progress)
+        score = 1 - (push_dist - self.SUCCESS_DIST) / (self._push0 - self.SUCCESS_DIST)
+        return self._status(push_dist <= self.SUCCESS_DIST, score)
 
 
-class OffCenterBackend(TabletopBackend):
+class OffCenterBackend(BlockPushBackend):
     """Block on the centre line, finger behind it; |block x| >= 8 cm succeeds (left or right)."""
 
     xml = "off_center.xml"
     SUCCESS_OFFSET = 0.08
-    CONTACT_DIST = BLOCK_HALF + FINGER_RADIUS
 
     def _place(self, rng):
         block = np.array([rng.uniform(-0.01, 0.01), rng.uniform(-0.05, 0.05)])
@@ -188,18 +198,9 @@ class OffCenterBackend(TabletopBackend):
         self._set_block(block)
         self._set_finger(finger)
 
-    def _on_reset(self):
-        self._reach0 = max(self._reach_gap(), 1e-6)
-
-    def _reach_gap(self) -> float:
-        return max(float(np.linalg.norm(self.finger_xy - self.body_xy("block"))) - self.CONTACT_DIST, 0.0)
-
     def _evaluate(self):
         offset = abs(float(self.body_xy("block")[0]))
-        success = offset >= self.SUCCESS_OFFSET
-        reach = _clip01(1 - self._reach_gap() / self._reach0)
-        progress = 1.0 if success else 0.25 * reach + 0.75 * _clip01(offset / self.SUCCESS_OFFSET)
-        return TaskStatus(success, progress, progress)
+        return self._status(offset >= self.SUCCESS_OFFSET, offset / self.SUCCESS_OFFSET)
 
 
 TABLETOP_TASKS: dict[str, tuple[type[TabletopBackend], tuple[str, ...], int, str]] = {
