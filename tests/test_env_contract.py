@@ -100,10 +100,11 @@ def test_registry_lists_all_50_metaworld_tasks_and_gym_make_works():
     env.close()
 
 
-def test_vector_env_batches_the_contract():
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_vector_env_batches_the_contract(asynchronous):
     from envs import EnvOptions, make_vector_env
 
-    venv = make_vector_env("tabletop/touch-color", 2, EnvOptions(image_size=32))
+    venv = make_vector_env("tabletop/touch-color", 2, EnvOptions(image_size=32), asynchronous=asynchronous)
     obs, info = venv.reset(seed=[0, 1])
     assert obs["image"].shape == (2, 32, 32, 3) and obs["instruction"].shape == (2, 64)
     obs, reward, term, trunc, info = venv.step(np.zeros((2, 2), dtype=np.float32))
