@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
-
 import numpy as np
 
 from envs.demos import Episode
@@ -40,7 +38,3 @@ def rollout_expert(env: VLAEnv, expert: ScriptedExpert, seed: int) -> Episode:
         seed=int(seed),
     )
 
-
-def expert_episodes(env: VLAEnv, expert: ScriptedExpert, seeds: Iterable[int]) -> Iterator[Episode]:
-    for seed in seeds:
-        yield rollout_expert(env, expert, seed)

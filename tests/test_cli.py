@@ -41,7 +41,7 @@ def test_collect_end_to_end_and_reproducible(tmp_path, capsys):
         assert summary["steps"] == DemoDataset(out).num_steps
         assert (out / "collect_config.yaml").read_text().count("noise: 0.2") == 1
         runs.append(DemoDataset(out))
-    for ea, eb in zip(*runs):
+    for ea, eb in zip(*runs, strict=True):
         np.testing.assert_array_equal(ea.image, eb.image)
         np.testing.assert_array_equal(ea.action, eb.action)
 

@@ -26,7 +26,7 @@ def test_round_trip_is_exact(tmp_path, episodes_and_env):
     _write(tmp_path / "d", episodes, env)
     ds = DemoDataset(tmp_path / "d")
     assert len(ds) == 3 and ds.num_steps == sum(e.length for e in episodes)
-    for original, loaded in zip(episodes, ds):
+    for original, loaded in zip(episodes, ds, strict=True):
         for name, arr in original.arrays().items():
             got = getattr(loaded, name)
             assert got.dtype == arr.dtype

@@ -121,7 +121,7 @@ class TouchColorBackend(TabletopBackend):
 
     def _place(self, rng):
         pts = _spread_points(rng, len(COLOURS) + 1, 0.15, 0.09)
-        for colour, xy in zip(COLOURS, pts[:-1]):
+        for colour, xy in zip(COLOURS, pts[:-1], strict=True):
             self.model.body(f"block_{colour}").pos[:2] = xy
         self._set_finger(pts[-1])
         self.target = COLOURS[int(rng.integers(len(COLOURS)))]
