@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import pytest  # noqa: E402
+import pytest
 
 TABLETOP_IDS = ["tabletop/touch-color", "tabletop/push-to-target", "tabletop/off-center"]
 # One Meta-World task per contract test keeps the suite fast; all 50 are swept by bench_envs.py.

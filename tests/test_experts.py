@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import TABLETOP_IDS
+
 from envs import ScriptedExpert
 from envs.collect import rollout_expert
 

@@ -34,3 +34,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move a fully written directory `tmp` to `dest`, replacing any old one.
+
+    The old directory is renamed aside first and deleted only after the new one is in place, so at
+    every instant `dest` is either the complete old or the complete new directory (or, for an
+    instant between the two renames, absent — never partial).
+    """
+    import shutil
+
+    tmp, dest = Path(tmp), Path(dest)
+    old = dest.parent / f".{dest.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -10,7 +10,7 @@ import difflib
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # Headless MuJoCo rendering unless the user chose a backend (egl: Mesa or GPU; osmesa: software).
 os.environ.setdefault("MUJOCO_GL", "egl")

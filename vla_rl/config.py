@@ -9,9 +9,10 @@ config next to its outputs (`save_config`).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import draccus
 

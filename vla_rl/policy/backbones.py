@@ -1,0 +1,167 @@
+"""Vision-language backbones: size presets built from transformers configs, and per-family glue.
+
+A family knows three things the generic policy cannot guess: how to build a small model of its
+architecture from configs (no download), which placeholder text marks the image in a prompt (the
+processor expands it to the right number of image tokens), and the shape of `pixel_values`.
+Supported: LLaVA (SigLIP vision tower + Llama LM, the default) and Idefics3/SmolVLM (SigLIP +
+pixel-shuffle connector + Llama LM). Any checkpoint of these architectures loads through
+`VLAPolicy.from_hf`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """Widths and depths of a from-config model (the image size comes from the env)."""
+
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    patch_size: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_intermediate: int
+    bpe_vocab_size: int = 512
+
+
+PRESETS: dict[str, BackbonePreset] = {
+    # Unit tests: ~0.2 M parameters, a 64 px image becomes 16 tokens.
+    "tiny": BackbonePreset(32, 1, 2, 16, 64, 2, 2, 128),
+    # The CPU quickstart: ~3.5 M parameters (SigLIP 2x128, Llama 4x256), a 64 px image -> 64 tokens.
+    "small": BackbonePreset(128, 2, 4, 8, 256, 4, 4, 768),
+}
+
+
+class BackboneError(ValueError):
+    """An unsupported family or preset, or an image the backbone cannot take."""
+
+
+class Family:
+    model_type: str = ""
+    image_placeholder: str = "<image>"
+
+    def build(self, preset: BackbonePreset, image_size: int, tokenizer):
+        """A randomly initialised (model, processor) of this architecture."""
+        raise NotImplementedError
+
+    def processor_images(self, image):
+        """The `images=` argument the processor expects for one prompt with one image."""
+        return [image]
+
+    def pixel_kwargs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model kwargs for normalised images `(B, 3, H, W)`."""
+        return {"pixel_values": pixel_values}
+
+
+def _text_config(preset: BackbonePreset, tokenizer) -> dict:
+    return dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
+                intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
+                num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_heads,
+                max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+
+
+def _vision_config(preset: BackbonePreset, image_size: int) -> dict:
+    if image_size % preset.patch_size:
+        raise BackboneError(f"image size {image_size} is not a multiple of the preset's patch size {preset.patch_size}")
+    return dict(hidden_size=preset.vision_hidden, intermediate_size=4 * preset.vision_hidden,
+                num_hidden_layers=preset.vision_layers, num_attention_heads=preset.vision_heads,
+                image_size=image_size, patch_size=preset.patch_size)
+
+
+class LlavaFamily(Family):
+    model_type = "llava"
+
+    def build(self, preset, image_size, tokenizer):
+        from transformers import (
+            LlavaConfig,
+            LlavaForConditionalGeneration,
+            LlavaProcessor,
+            SiglipVisionConfig,
+        )
+        from transformers.models.siglip.image_processing_pil_siglip import (
+            SiglipImageProcessorPil,
+        )
+
+        text = _text_config(preset, tokenizer)
+        text.pop("model_type")
+        from transformers import LlamaConfig
+
+        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size)),
+                             text_config=LlamaConfig(**text),
+                             image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
+                             vision_feature_select_strategy="full", vision_feature_layer=-1)
+        image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=preset.patch_size,
+                                   vision_feature_select_strategy="full", image_token=self.image_placeholder,
+                                   num_additional_image_tokens=0)
+        return LlavaForConditionalGeneration(config), processor
+
+
+class Idefics3Family(Family):
+    model_type = "idefics3"
+    scale_factor = 2
+
+    def build(self, preset, image_size, tokenizer):
+        from transformers import (
+            Idefics3Config,
+            Idefics3ForConditionalGeneration,
+            Idefics3Processor,
+        )
+        from transformers.models.idefics3.image_processing_pil_idefics3 import (
+            Idefics3ImageProcessorPil,
+        )
+
+        grid = image_size // preset.patch_size
+        if grid % self.scale_factor:
+            raise BackboneError(f"idefics3 needs (image size / patch size) divisible by {self.scale_factor}, got {grid}")
+        config = Idefics3Config(vision_config=_vision_config(preset, image_size), text_config=_text_config(preset, tokenizer),
+                                scale_factor=self.scale_factor,
+                                image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder))
+        image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
+                                                    max_image_size={"longest_edge": image_size})
+        processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                      image_seq_len=(grid // self.scale_factor) ** 2)
+        return Idefics3ForConditionalGeneration(config), processor
+
+    def processor_images(self, image):
+        return [[image]]
+
+    def pixel_kwargs(self, pixel_values):
+        return {"pixel_values": pixel_values[:, None]}  # (B, num_images=1, 3, H, W)
+
+
+FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family()}
+
+
+def get_family(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise BackboneError(f"model_type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def get_preset(name: str) -> BackbonePreset:
+    if name not in PRESETS:
+        raise BackboneError(f"preset {name!r} is unknown; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def normalize_images(images: torch.Tensor, size: int, mean, std, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 `(B, H, W, 3)` -> normalised float `(B, 3, size, size)`, the processor's rescale+normalise.
+
+    A tensor path (not the PIL processor) because it runs on every decision; it equals the
+    processor's output when no resize is needed (tested) and uses antialiased bilinear otherwise.
+    """
+    x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
