@@ -21,6 +21,10 @@ VERBS: dict[str, tuple[str, str, str]] = {
              "vla_rl.config:EnvsConfig", "vla_rl.commands.envs_list"),
     "collect": ("run a scripted expert and write (or append to) a demonstration dataset",
                 "vla_rl.config:CollectConfig", "vla_rl.commands.collect"),
+    "pretrain": ("behaviour-clone a VLA on demo datasets (checkpoints, resumable)",
+                 "vla_rl.config:PretrainConfig", "vla_rl.commands.pretrain"),
+    "eval": ("run a saved policy on fixed-seed episodes; write eval.json and videos",
+             "vla_rl.config:EvalConfig", "vla_rl.commands.evaluate"),
 }
 
 USAGE = """usage: vla-rl <verb> [--config_path FILE.yaml] [--option value ...]
@@ -63,13 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from envs.demos import DatasetError
     from envs.errors import ConfigError
+    from vla_rl.checkpoints import CheckpointError
+    from vla_rl.policy.action_tokenizer import ActionTokenizerError
+    from vla_rl.policy.vla_policy import PolicyError
     from vla_rl.config import parse_config
 
     _, config_path, module = VERBS[verb]
     try:
         cfg = parse_config(_load(config_path), rest, prog=f"vla-rl {verb}")
         return int(importlib.import_module(module).run(cfg) or 0)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, PolicyError, CheckpointError, ActionTokenizerError) as e:
         print(f"vla-rl {verb}: error: {e}", file=sys.stderr)
         return 2
 

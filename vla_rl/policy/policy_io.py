@@ -138,6 +138,9 @@ def load_policy(path: str | Path, trainable: bool = False, device: str | torch.d
     policy.load_state_dict(heads, strict=False)
     if policy.has_lora and policy.state_proj is not None:
         policy.state_proj.requires_grad_(False)
+    with torch.no_grad():  # own, aligned memory (not safetensors' mmap): bit-identical numerics to the saver's
+        for t in list(policy.parameters()) + list(policy.buffers()):
+            t.data = t.data.clone()
     if not trainable:
         policy.requires_grad_(False)
     policy.train(trainable)

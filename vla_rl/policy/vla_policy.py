@@ -54,6 +54,8 @@ class PolicySpec:
     dtype: str = "float32"
     value_hidden: int = 256
     lora: dict[str, Any] = field(default_factory=dict)  # settings of the attached LoRA, {} when none
+    train_env: str = ""  # env id of the training demos (the default env of `vla-rl eval`)
+    train_env_options: dict[str, Any] = field(default_factory=dict)  # their EnvOptions
 
     @property
     def n_action_tokens(self) -> int:

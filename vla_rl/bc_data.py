@@ -1,0 +1,77 @@
+"""Behaviour-cloning samples from demo datasets: (observation, next K actions) pairs in memory.
+
+Every step t of every episode becomes one sample: image/state at o_t, the instruction, and the
+action chunk a_t .. a_{t+K-1}; a chunk running past the episode's end repeats its last action
+(the arm holds still), as ACT / OpenVLA-OFT pad their chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from envs.demos import DatasetError, DemoDataset
+
+
+@dataclass
+class BCData:
+    image: np.ndarray  # (N, H, W, 3) uint8
+    state: np.ndarray  # (N, S) float32
+    instruction: np.ndarray  # (N, L) int64
+    actions: np.ndarray  # (N, K, D) float32
+    env: dict  # env facts of the datasets (all must agree)
+    episodes: int
+    env_options: dict  # EnvOptions the first dataset was collected with (for evaluation)
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def batch(self, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        obs = {"image": self.image[idx], "state": self.state[idx], "instruction": self.instruction[idx]}
+        return obs, self.actions[idx]
+
+    @property
+    def all_actions(self) -> np.ndarray:
+        """Every demo action `(N, D)` (the first of each chunk): the action tokenizer's statistics."""
+        return self.actions[:, 0]
+
+    @classmethod
+    def load(cls, paths: Sequence[str | Path], chunk_size: int = 1, max_episodes: int = 0,
+             successful_only: bool = True) -> BCData:
+        """Load datasets; `max_episodes` > 0 keeps the first that many (successful) episodes of each."""
+        images, states, instrs, chunks, env, n_eps = [], [], [], [], None, 0
+        for path in paths:
+            ds = DemoDataset(path)
+            facts = {k: ds.env[k] for k in ("action_dim", "state_dim", "image_shape", "instruction_length")}
+            if env is None:
+                env = dict(ds.env)
+                first = facts
+                collections = ds.index.get("collections") or [{}]
+                env_options = collections[0].get("config", {}).get("env_options", {})
+            elif facts != first:
+                raise DatasetError(f"{path}: env facts {facts} differ from {paths[0]}'s {first}; "
+                                   "datasets trained together must share action/state/image sizes")
+            taken = 0
+            for i, entry in enumerate(ds.episodes):
+                if successful_only and not entry["success"]:
+                    continue
+                if max_episodes and taken >= max_episodes:
+                    break
+                ep = ds[i]
+                t = ep.length
+                steps = np.minimum(np.arange(t)[:, None] + np.arange(chunk_size)[None, :], t - 1)
+                images.append(ep.image[:t])
+                states.append(ep.state[:t])
+                instrs.append(np.repeat(ep.instruction[None], t, axis=0))
+                chunks.append(ep.action[steps])
+                taken += 1
+            if taken == 0:
+                raise DatasetError(f"{path}: no {'successful ' if successful_only else ''}episodes to train on")
+            n_eps += taken
+        if env is None:
+            raise DatasetError("no demo datasets given (--demos)")
+        return cls(np.concatenate(images), np.concatenate(states).astype(np.float32), np.concatenate(instrs),
+                   np.concatenate(chunks).astype(np.float32), env, n_eps, env_options)

@@ -1,0 +1,48 @@
+"""`vla-rl eval`: fixed-seed episodes of a saved policy -> OUT/eval.json (+ OUT/videos/*.mp4).
+
+eval.json fields: env, policy, episodes, successes, success_rate, success_rate_ci95 (Wilson 95 %),
+mean_return, std_return, mean_length, lengths, per_episode [{episode, seed, success, return,
+length}], videos, seconds, greedy, temperature, seed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vla_rl.atomic_io import atomic_write_json
+from vla_rl.config import EvalConfig, save_config
+
+
+def run(cfg: EvalConfig) -> int:
+    from envs import EnvOptions
+    from vla_rl.evaluation import evaluate_policy
+    from vla_rl.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(cfg.policy, device=cfg.device)
+    env_id = cfg.env or policy.spec.train_env
+    if not env_id:
+        from envs.errors import ConfigError
+
+        raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
+    options = cfg.env_options
+    if not cfg.env and policy.spec.train_env_options and options == EnvOptions():
+        options = EnvOptions(**policy.spec.train_env_options)  # evaluate where it was trained
+    out = Path(cfg.out)
+    save_config(cfg, out / "eval_config.yaml")
+    start = time.perf_counter()
+    with tqdm(total=cfg.episodes, desc=f"eval {env_id}", unit="ep", file=sys.stderr, dynamic_ncols=True) as bar:
+        result = evaluate_policy(policy, env_id, cfg.episodes, cfg.seed, options, cfg.greedy, cfg.temperature,
+                                 cfg.num_envs, cfg.videos, out, progress=bar)
+    result = {"env": env_id, "policy": str(cfg.policy), **result, "seconds": round(time.perf_counter() - start, 2),
+              "greedy": cfg.greedy, "temperature": cfg.temperature, "seed": cfg.seed}
+    atomic_write_json(out / "eval.json", result)
+    brief = {k: result[k] for k in ("env", "episodes", "success_rate", "success_rate_ci95", "mean_return",
+                                     "mean_length", "seconds")}
+    brief["eval_json"] = str(out / "eval.json")
+    print(json.dumps(brief))
+    return 0

@@ -1,0 +1,152 @@
+"""Policy evaluation: fixed-seed episodes, run several at a time, success with a 95 % interval.
+
+Episode i starts from env seed `seed + i`, and the policy is batch-invariant (fixed-length
+prompts), so the same policy and seed give the same results however many run in parallel.
+Action chunks (K > 1) execute step by step; the episode ends at the first terminal step inside
+a chunk, and a success reached inside a chunk counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import EnvOptions, make_env
+from vla_rl.policy.vla_policy import PolicyError
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial rate (sane at 0 % and 100 %, unlike Wald)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class _Slot:
+    env: Any
+    episode: int = -1
+    obs: dict | None = None
+    ret: float = 0.0
+    length: int = 0
+    success: bool = False
+    frames: list = field(default_factory=list)
+
+
+def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,
+                 greedy: bool = True, temperature: float = 1.0, num_envs: int = 8, record: int = 0,
+                 progress=None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
+    """Run `episodes` episodes; returns per-episode records and annotated frames of the first `record`."""
+    from vla_rl.video import annotate
+
+    options = options or EnvOptions()
+    spec_image = tuple(policy.spec.image_size)
+    num_envs = max(1, min(num_envs, episodes))
+    slots = [_Slot(make_env(env_id, options)) for _ in range(num_envs)]
+    env0 = slots[0].env
+    if tuple(env0.observation_space["image"].shape[:2]) != spec_image:
+        shape = env0.observation_space["image"].shape
+        for s in slots:
+            s.env.close()
+        raise PolicyError(f"env {env_id} renders {shape[0]}x{shape[1]} images; the policy was trained on "
+                          f"{spec_image[0]}x{spec_image[1]} (set --env_options.image_size {spec_image[0]})")
+    if env0.action_space.shape[0] != policy.spec.action_dim:
+        for s in slots:
+            s.env.close()
+        raise PolicyError(f"env {env_id} takes {env0.action_space.shape[0]}-D actions; the policy emits "
+                          f"{policy.spec.action_dim}-D actions")
+    generator = torch.Generator().manual_seed(seed)
+    records: list[dict] = [{} for _ in range(episodes)]
+    videos: dict[int, list[np.ndarray]] = {}
+    next_episode = 0
+
+    def start(slot: _Slot) -> None:
+        nonlocal next_episode
+        if next_episode >= episodes:
+            slot.episode = -1
+            return
+        slot.episode, next_episode = next_episode, next_episode + 1
+        slot.obs, _ = slot.env.reset(seed=seed + slot.episode)
+        slot.ret, slot.length, slot.success, slot.frames = 0.0, 0, False, []
+        if slot.episode < record:
+            slot.frames.append(annotate(slot.obs["image"], [f"episode {slot.episode} seed {seed + slot.episode}"]))
+
+    try:
+        for s in slots:
+            start(s)
+        while any(s.episode >= 0 for s in slots):
+            active = [s for s in slots if s.episode >= 0]
+            batch = {k: np.stack([s.obs[k] for s in active]) for k in ("image", "state", "instruction")}
+            out = policy.act(batch, temperature=temperature, greedy=greedy, generator=generator)
+            for j, s in enumerate(active):
+                done = False
+                for k in range(policy.spec.chunk_size):
+                    action = out.actions[j, k]
+                    s.obs, reward, term, trunc, info = s.env.step(action)
+                    s.ret += float(reward)
+                    s.length += 1
+                    s.success = s.success or bool(info["success"])
+                    if s.episode < record:
+                        d = policy.spec.action_dim
+                        prob = out.bin_prob[j, k * d:(k + 1) * d].mean().item()
+                        s.frames.append(annotate(s.obs["image"], [
+                            f"step {s.length}  value {out.value[j].item():+.2f}",
+                            "a=" + " ".join(f"{x:+.2f}" for x in action),
+                            f"p(token) {prob:.2f}  {'SUCCESS' if s.success else ''}"]))
+                    if term or trunc:
+                        done = True
+                        break
+                if done:
+                    records[s.episode] = {"episode": s.episode, "seed": seed + s.episode, "success": s.success,
+                                          "return": s.ret, "length": s.length}
+                    if s.episode < record:
+                        videos[s.episode] = s.frames
+                    if progress is not None:
+                        progress.update(1)
+                    start(s)
+    finally:
+        for s in slots:
+            s.env.close()
+    return records, videos
+
+
+def summarize(records: list[dict]) -> dict[str, Any]:
+    n = len(records)
+    succ = sum(r["success"] for r in records)
+    lo, hi = wilson_interval(succ, n)
+    returns = np.array([r["return"] for r in records], dtype=np.float64)
+    lengths = np.array([r["length"] for r in records], dtype=np.float64)
+    return {"episodes": n, "successes": int(succ), "success_rate": succ / n if n else 0.0,
+            "success_rate_ci95": [lo, hi], "mean_return": float(returns.mean()) if n else 0.0,
+            "std_return": float(returns.std()) if n else 0.0, "mean_length": float(lengths.mean()) if n else 0.0,
+            "lengths": [int(x) for x in lengths]}
+
+
+def evaluate_policy(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,
+                    greedy: bool = True, temperature: float = 1.0, num_envs: int = 8, videos: int = 0,
+                    out: str | Path | None = None, progress=None) -> dict[str, Any]:
+    """Summary dict (success_rate, CI, returns, lengths, per-episode records); videos to `out/videos`."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        records, frames = run_episodes(policy, env_id, episodes, seed, options, greedy, temperature, num_envs,
+                                       videos if out else 0, progress)
+    finally:
+        policy.train(was_training)
+    summary = summarize(records)
+    summary["per_episode"] = records
+    if out is not None and frames:
+        from vla_rl.video import write_mp4
+
+        summary["videos"] = [str(write_mp4(Path(out) / "videos" / f"episode_{i:03d}.mp4", f)) for i, f in
+                             sorted(frames.items())]
+    return summary
