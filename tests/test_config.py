@@ -47,3 +47,9 @@ def test_shipped_experiment_configs_validate():
     assert paths, "experiments/*.yaml missing"
     for path in paths:
         load_config(CollectConfig, path)
+    from vla_rl.config import PretrainConfig
+
+    pretrain = sorted((Path(__file__).parents[1] / "experiments" / "pretrain").glob("*.yaml"))
+    assert pretrain, "experiments/pretrain/*.yaml missing"
+    for path in pretrain:
+        load_config(PretrainConfig, path)

@@ -75,3 +75,17 @@ class BCData:
             raise DatasetError("no demo datasets given (--demos)")
         return cls(np.concatenate(images), np.concatenate(states).astype(np.float32), np.concatenate(instrs),
                    np.concatenate(chunks).astype(np.float32), env, n_eps, env_options)
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """DrQ's augmentation: replicate-pad by `pad` pixels, crop back at a random offset per image.
+
+    Small translations stop a from-scratch vision tower from memorising pixel positions of the few
+    demo scenes (without it, BC fits the training seeds and fails on new ones).
+    """
+    if pad <= 0:
+        return images
+    b, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * pad + 1, b), rng.integers(0, 2 * pad + 1, b)
+    return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])

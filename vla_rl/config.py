@@ -113,7 +113,7 @@ class PolicyOptions:
 
     # Model family of the from-config VLA: "llava" (SigLIP + Llama) or "idefics3" (SmolVLM-style).
     family: str = "llava"
-    # Size preset of the from-config VLA: "tiny" (tests) or "small" (CPU default, ~3.5 M parameters).
+    # Size preset of the from-config VLA: "tiny" (tests) or "small" (CPU default, ~4.7 M parameters).
     preset: str = "small"
     # A pretrained HF image-text-to-text checkpoint (local dir or hub id) to start from instead of a preset.
     base_model: str = ""
@@ -124,7 +124,7 @@ class PolicyOptions:
     # Feed proprioception as a projected <state> token.
     use_state: bool = True
     # Text part of the prompt is left-padded to this many tokens (longer instructions are an error).
-    max_prompt_tokens: int = 48
+    max_prompt_tokens: int = 32
     # Weights dtype: float32 (CPU) or bfloat16 (GPU).
     dtype: str = "float32"
 
@@ -158,6 +158,8 @@ class PretrainConfig:
     warmup_steps: int = 100
     # Clip the gradient norm to this (0 = off).
     grad_clip: float = 1.0
+    # Random-shift augmentation of training images by up to N pixels (DrQ uses 4 at 84 px; 0 = off).
+    augment_shift: int = 4
     # Evaluate in the demos' env every N steps and at the end (0 = only at the end; -1 = never).
     eval_every: int = 0
     eval_episodes: int = 20
@@ -183,6 +185,7 @@ class PretrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0, 10.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10**9)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        check_range("augment_shift", self.augment_shift, 0, 64)
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("stop_after", self.stop_after, 0, 10**9)
         if not self.out:

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from envs.errors import ConfigError
-from vla_rl.bc_data import BCData
+from vla_rl.bc_data import BCData, random_shift
 from vla_rl.checkpoints import CheckpointError, latest, load_training_state, save_checkpoint
 from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
 from vla_rl.schedules import warmup_cosine
@@ -118,6 +118,7 @@ def run(cfg: PretrainConfig) -> int:
             group["lr"] = lr
         idx = rng.integers(0, len(data), cfg.batch_size)
         obs, actions = data.batch(idx)
+        obs["image"] = random_shift(obs["image"], cfg.augment_shift, rng)
         tokens = policy.tokens_for(actions)
         loss = -policy.evaluate(obs, tokens).logp.mean()
         opt.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from vla_rl.policy.vla_policy import OPENVLA_PROMPT, PolicyError, PolicySpec, VL
 
 
 def build_policy(action_tokenizer: ActionTokenizer, state_dim: int, image_size: tuple[int, int], family: str = "llava",
-                 preset: str = "small", chunk_size: int = 1, use_state: bool = True, max_prompt_tokens: int = 48,
+                 preset: str = "small", chunk_size: int = 1, use_state: bool = True, max_prompt_tokens: int = 32,
                  prompt_template: str = OPENVLA_PROMPT, dtype: str = "float32", seed: int = 0) -> VLAPolicy:
     """A randomly initialised VLA of a real transformers architecture, built offline.
 

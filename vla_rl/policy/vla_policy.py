@@ -49,7 +49,7 @@ class PolicySpec:
     image_size: tuple[int, int]  # (H, W) of the env camera the policy was trained on
     chunk_size: int = 1  # K: future steps predicted per decision
     use_state: bool = True  # append a <state> token carrying the projected proprioception
-    max_prompt_tokens: int = 48  # text part of the prompt, left-padded to this length
+    max_prompt_tokens: int = 32  # text part of the prompt, left-padded to this length
     prompt_template: str = OPENVLA_PROMPT
     dtype: str = "float32"
     value_hidden: int = 256

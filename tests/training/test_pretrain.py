@@ -1,0 +1,112 @@
+"""`vla-rl pretrain`: the loss falls, checkpoints are whole, resume is exact, bad options are named."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vla_rl.bc_data import BCData
+from vla_rl.cli import main
+from vla_rl.policy import VLAPolicy
+from vla_rl.schedules import warmup_cosine
+
+
+def _args(demos, out, *extra):
+    return ["pretrain", "--demos", f"[{demos}]", "--out", str(out), "--policy.preset", "tiny", "--steps", "6",
+            "--batch_size", "8", "--warmup_steps", "2", "--save_every", "3", "--eval_every", "-1",
+            "--log_every", "1", *extra]
+
+
+def test_bc_chunks_pad_with_the_last_action(touch_demos):
+    from envs import DemoDataset
+
+    data = BCData.load([touch_demos], chunk_size=3, max_episodes=2)
+    ep = DemoDataset(touch_demos)[0]
+    t = ep.length
+    assert data.episodes == 2 and len(data) == t + DemoDataset(touch_demos)[1].length
+    np.testing.assert_array_equal(data.actions[0], ep.action[:3])
+    np.testing.assert_array_equal(data.actions[t - 1], np.repeat(ep.action[t - 1:t], 3, axis=0))
+    np.testing.assert_array_equal(data.image[:t], ep.image[:t])
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 1.0, warmup=10, final_fraction=0.1) == pytest.approx(0.1)
+    assert warmup_cosine(55, 100, 1.0, warmup=10, final_fraction=0.0) == pytest.approx(0.5)
+
+
+def test_pretrain_lowers_the_loss_and_writes_checkpoints(touch_demos, tmp_path, capsys):
+    assert main(_args(touch_demos, tmp_path / "run", "--steps", "30", "--save_every", "10", "--lr", "1e-3")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["loss"] > rows[-1]["loss"] + 0.5, (rows[0], rows[-1])
+    assert summary["step"] == 30
+    ckpts = tmp_path / "run/checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["000010", "000020", "000030", "last"]
+    assert (ckpts / "last").resolve().name == "000030"
+    policy = VLAPolicy.from_pretrained(ckpts / "last/pretrained_model")
+    assert policy.spec.train_env == "tabletop/touch-color"
+    assert (tmp_path / "run/pretrain_config.yaml").is_file()
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(touch_demos, tmp_path):
+    assert main(_args(touch_demos, tmp_path / "a")) == 0
+    assert main(_args(touch_demos, tmp_path / "b", "--stop_after", "3")) == 0
+    assert (tmp_path / "b/checkpoints/last").resolve().name == "000003"
+    assert main(_args(touch_demos, tmp_path / "b", "--resume", "true")) == 0
+    a, b = tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006"
+    pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
+    pb = VLAPolicy.from_pretrained(b / "pretrained_model").state_dict()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+    oa, ob = (load_file(str(d / "training_state/optimizer.safetensors")) for d in (a, b))
+    assert set(oa) == set(ob)
+    for k in oa:
+        assert torch.equal(oa[k], ob[k]), k
+    # The run really changed the weights (the comparison above is not between two untrained models).
+    first = VLAPolicy.from_pretrained(tmp_path / "b/checkpoints/000003/pretrained_model").state_dict()
+    assert any(not torch.equal(first[k], pa[k]) for k in pa)
+
+
+def test_resume_refuses_changed_options_and_fresh_runs_refuse_old_dirs(touch_demos, tmp_path, capsys):
+    assert main(_args(touch_demos, tmp_path / "r", "--stop_after", "3")) == 0
+    capsys.readouterr()
+    assert main(_args(touch_demos, tmp_path / "r", "--resume", "true", "--lr", "0.1")) == 2
+    assert "lr: 0.0003 -> lr: 0.1" in capsys.readouterr().err
+    assert main(_args(touch_demos, tmp_path / "r")) == 2
+    assert "--resume true" in capsys.readouterr().err
+    assert main(_args(touch_demos, tmp_path / "none", "--resume", "true")) == 2
+    assert "pretrain_config.yaml: missing" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_named_on_resume(touch_demos, tmp_path, capsys):
+    assert main(_args(touch_demos, tmp_path / "c", "--stop_after", "3")) == 0
+    (tmp_path / "c/checkpoints/000003/training_state/optimizer.safetensors").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(_args(touch_demos, tmp_path / "c", "--resume", "true")) == 2
+    assert "optimizer.safetensors: cannot read" in capsys.readouterr().err
+
+
+def test_bad_pretrain_options_are_named(touch_demos, tmp_path, capsys):
+    assert main(_args(touch_demos, tmp_path / "x", "--policy.family", "gpt")) == 2
+    assert "policy.family='gpt'" in capsys.readouterr().err
+    assert main(_args(tmp_path / "missing", tmp_path / "x")) == 2
+    assert "dataset.json: not found" in capsys.readouterr().err
+
+
+def test_random_shift_crops_a_window_of_the_edge_padded_image():
+    from vla_rl.bc_data import random_shift
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    assert random_shift(images, 0, rng) is images
+    shifted = random_shift(images, 2, np.random.default_rng(1))
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    for i in range(6):
+        windows = [padded[i, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        assert any(np.array_equal(shifted[i], w) for w in windows)
+    assert any(not np.array_equal(shifted[i], images[i]) for i in range(6))
