@@ -10,6 +10,7 @@ allow one "/", so the family separator becomes "."). Importing `envs` registers 
 """
 
 from envs.backend import TaskBackend, TaskStatus
+from envs.chunking import ActionChunkWrapper
 from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
 from envs.errors import ConfigError
 from envs.experts import ScriptedExpert
@@ -22,6 +23,7 @@ from envs.wrapper import PRIVILEGED_INFO_KEYS, VLAEnv
 register_gym_envs()
 
 __all__ = [
+    "ActionChunkWrapper",
     "PRIVILEGED_INFO_KEYS",
     "ConfigError",
     "DatasetError",

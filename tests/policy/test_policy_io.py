@@ -56,9 +56,10 @@ def test_adapter_loads_with_peft_alone(tiny_policy, tmp_path):
         assert torch.equal(v, ours[k]), k
 
 
-def test_hf_checkpoint_loads_through_the_same_path(tiny_policy, obs_batch, tmp_path):
+@pytest.mark.parametrize("family", ["llava", "idefics3"])
+def test_hf_checkpoint_loads_through_the_same_path(tiny_policy, obs_batch, tmp_path, family):
     """A plain HF directory (what the hub serves) becomes a VLA with the last 256 ids as actions."""
-    built = tiny_policy(use_state=False)
+    built = tiny_policy(family=family, use_state=False)
     built.base_model.save_pretrained(tmp_path / "hf")
     built.processor.save_pretrained(tmp_path / "hf")
     at = ActionTokenizer((-1.0, -0.5), (1.0, 0.5))

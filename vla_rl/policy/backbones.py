@@ -60,6 +60,9 @@ class Family:
         """Model kwargs for normalised images `(B, 3, H, W)`."""
         return {"pixel_values": pixel_values}
 
+    def adapt_processor(self, processor, image_size: int) -> None:
+        """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
+
 
 def _text_config(preset: BackbonePreset, tokenizer) -> dict:
     return dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
@@ -134,6 +137,12 @@ class Idefics3Family(Family):
 
     def processor_images(self, image):
         return [[image]]
+
+    def adapt_processor(self, processor, image_size):
+        # SmolVLM splits large images into tiles by default; the policy feeds one global image.
+        processor.image_processor.do_image_splitting = False
+        processor.image_processor.size = {"longest_edge": image_size}
+        processor.image_processor.max_image_size = {"longest_edge": image_size}
 
     def pixel_kwargs(self, pixel_values):
         return {"pixel_values": pixel_values[:, None]}  # (B, num_images=1, 3, H, W)

@@ -52,7 +52,7 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({e})") from e
-    get_family(model.config.model_type)
+    get_family(model.config.model_type).adapt_processor(processor, int(model.config.vision_config.image_size))
     n_vocab = model.get_output_embeddings().weight.shape[0]
     at = dataclasses.replace(action_tokenizer, token_offset=n_vocab - action_tokenizer.n_bins)
     spec = PolicySpec(action_dim=at.action_dim, state_dim=state_dim, image_size=tuple(image_size), chunk_size=chunk_size,
