@@ -142,3 +142,25 @@ def test_bad_inputs_are_named(tiny_policy, obs_batch):
         policy.act(obs, temperature=0.0)
     with pytest.raises(PolicyError, match=r"expected \(B, 1, 2\)"):
         policy.tokens_for(np.zeros((2, 3)))
+
+
+def test_lora_on_the_vision_tower_is_optional(tiny_policy):
+    lm_only, with_vision = tiny_policy(), tiny_policy()
+    lm_only.add_lora(r=2, alpha=4)
+    with_vision.add_lora(r=2, alpha=4, include_vision=True)
+    vision = lambda p: {n for n, q in p.named_parameters() if q.requires_grad and "lora_" in n and "vision" in n}  # noqa: E731
+    assert not vision(lm_only) and vision(with_vision)
+
+
+def test_bfloat16_policy_acts_and_scores_consistently(tiny_policy, obs_batch):
+    from vla_rl.policy import ActionTokenizer, build_policy
+
+    at = ActionTokenizer((-1.0, -0.5), (1.0, 0.5))
+    policy = build_policy(at, state_dim=2, image_size=(64, 64), preset="tiny", dtype="bfloat16")
+    assert policy.base_model.dtype == torch.bfloat16
+    obs = obs_batch(4)
+    out = policy.act(obs, generator=torch.Generator().manual_seed(0))
+    ev = policy.evaluate(obs, out.tokens)
+    assert ev.logp.dtype == torch.float32  # log-softmax in fp32 whatever the weights
+    # bf16 cached vs uncached attention round differently; the gap stays far below a token's log-prob.
+    torch.testing.assert_close(ev.logp, out.logp, atol=0.05, rtol=0)
