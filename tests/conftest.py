@@ -4,9 +4,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest
 
-TABLETOP_IDS = ["tabletop/touch-color", "tabletop/push-to-target", "tabletop/off-center"]
-# One Meta-World task per contract test keeps the suite fast; all 50 are swept by bench_envs.py.
-CONTRACT_IDS = TABLETOP_IDS + ["metaworld/drawer-open"]
 
 
 @pytest.fixture

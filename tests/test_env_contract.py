@@ -1,7 +1,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import CONTRACT_IDS
+from env_ids import CONTRACT_IDS
 
 from envs import PRIVILEGED_INFO_KEYS, decode_instruction, list_specs
 

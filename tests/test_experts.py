@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import TABLETOP_IDS
+from env_ids import TABLETOP_IDS
 
 from envs import ScriptedExpert
 from envs.collect import rollout_expert

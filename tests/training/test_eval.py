@@ -41,7 +41,7 @@ def test_eval_is_reproducible_and_independent_of_parallelism(trained, tmp_path):
 
 
 def test_sampled_eval_follows_the_seed(trained, tmp_path):
-    base = ["eval", "--policy", str(trained), "--episodes", "4", "--greedy", "false", "--videos", "0"]
+    base = ["eval", "--policy", str(trained), "--episodes", "2", "--greedy", "false", "--videos", "0"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("a", "b"))
