@@ -16,15 +16,21 @@ from envs.errors import ConfigError
 from envs.experts import ScriptedExpert
 from envs.instruction import decode_instruction, encode_instruction
 from envs.options import EnvOptions
-from envs.registry import get_spec, list_specs, make_env, make_vector_env, register_gym_envs
+from envs.registry import (
+    get_spec,
+    list_specs,
+    make_env,
+    make_vector_env,
+    register_gym_envs,
+)
 from envs.spec import TaskSpec
 from envs.wrapper import PRIVILEGED_INFO_KEYS, VLAEnv
 
 register_gym_envs()
 
 __all__ = [
-    "ActionChunkWrapper",
     "PRIVILEGED_INFO_KEYS",
+    "ActionChunkWrapper",
     "ConfigError",
     "DatasetError",
     "DemoDataset",

@@ -46,5 +46,5 @@ class TaskBackend(ABC):
     def instruction(self) -> str:
         """The language instruction of the current episode."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release renderers and simulator resources."""

@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class DemoDataset:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
+        except Exception as e:
             raise DatasetError(f"{file}: cannot be read as .npz ({e})") from e
         check_episode(arrays, self.env, str(file))
         if arrays["action"].shape[0] != entry["length"]:

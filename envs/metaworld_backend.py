@@ -41,7 +41,9 @@ class MetaWorldBackend(TaskBackend):
     default_camera = "corner"
 
     def __init__(self, spec: TaskSpec, image_size: int, camera: str):
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # heavy: imported on first use
+        from metaworld.env_dict import (
+            ALL_V3_ENVIRONMENTS,  # heavy: imported on first use
+        )
 
         self.spec = spec
         self.task_name = spec.id.split("/", 1)[1] + "-v3"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def machine() -> dict:
@@ -99,12 +99,12 @@ def ensure_demos(env_id: str, episodes: int, root: Path, noise: float = 0.0) -> 
 
 
 def train_and_eval(demos: Path, n_demos: int, steps: int, eval_episodes: int, out: Path, preset: str, seed: int = 0) -> dict:
+    import shutil
+
     from vla_rl.commands import pretrain
     from vla_rl.config import PolicyOptions, PretrainConfig
     from vla_rl.evaluation import evaluate_policy
     from vla_rl.policy import VLAPolicy
-
-    import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = PretrainConfig(demos=[str(demos)], max_episodes=n_demos, policy=PolicyOptions(preset=preset), out=str(out),
@@ -181,7 +181,7 @@ def bench_multimodal(args) -> dict:
         opt.step()
     reg_train_s = time.perf_counter() - t
     reg.eval()
-    successes, lateral = 0, []
+    successes = 0
     env = make_env("tabletop/off-center")
     for i in range(args.eval_episodes):
         obs, _ = env.reset(seed=10_000 + i)

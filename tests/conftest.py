@@ -5,7 +5,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import pytest
 
 
-
 @pytest.fixture
 def make():
     """Build envs and close them (EGL renderers) at teardown."""

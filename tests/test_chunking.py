@@ -14,7 +14,7 @@ def test_chunk_sums_rewards_and_stops_at_the_episode_end(make):
     ref.reset(seed=4)
     rng = np.random.default_rng(0)
     chunk = rng.uniform(-1, 1, (3, 2)).astype(np.float32)
-    obs, reward, term, trunc, info = chunked.step(chunk)
+    _, reward, term, trunc, info = chunked.step(chunk)
     expected = sum(ref.step(a)[1] for a in chunk)
     assert reward == pytest.approx(expected) and info["chunk_steps"] == 3 and not (term or trunc)
     obs, reward, term, trunc, info = chunked.step(chunk)  # steps 4 and 5: truncated inside the chunk
@@ -42,6 +42,6 @@ def test_success_inside_a_chunk_is_kept():
     env = ActionChunkWrapper(_SuccessAtStep2(), 4)
     env.reset()
     _, reward, term, trunc, info = env.step(np.zeros((4, 2), np.float32))
-    assert info["success"] and info["chunk_steps"] == 4 and reward == 4.0
+    assert info["success"] and info["chunk_steps"] == 4 and reward == 4.0 and not (term or trunc)
     _, _, _, _, info = env.step(np.zeros((4, 2), np.float32))
     assert not info["success"]

@@ -7,9 +7,9 @@ action chunk a_t .. a_{t+K-1}; a chunk running past the episode's end repeats it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -68,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from envs.demos import DatasetError
     from envs.errors import ConfigError
     from vla_rl.checkpoints import CheckpointError
+    from vla_rl.config import parse_config
     from vla_rl.policy.action_tokenizer import ActionTokenizerError
     from vla_rl.policy.vla_policy import PolicyError
-    from vla_rl.config import parse_config
 
     _, config_path, module = VERBS[verb]
     try:

@@ -6,8 +6,8 @@ imageio (with its bundled ffmpeg, imageio-ffmpeg) writes the file; Pillow draws 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

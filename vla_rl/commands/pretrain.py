@@ -25,7 +25,12 @@ from tqdm import tqdm
 
 from envs.errors import ConfigError
 from vla_rl.bc_data import BCData, random_shift
-from vla_rl.checkpoints import CheckpointError, latest, load_training_state, save_checkpoint
+from vla_rl.checkpoints import (
+    CheckpointError,
+    latest,
+    load_training_state,
+    save_checkpoint,
+)
 from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
 from vla_rl.schedules import warmup_cosine
 
