@@ -25,6 +25,12 @@ VERBS: dict[str, tuple[str, str, str]] = {
                  "vla_rl.config:PretrainConfig", "vla_rl.commands.pretrain"),
     "eval": ("run a saved policy on fixed-seed episodes; write eval.json and videos",
              "vla_rl.config:EvalConfig", "vla_rl.commands.evaluate"),
+    "reward label": ("sample segment pairs from datasets, label them (scripted teacher), append to a pair dataset",
+                     "reward_models.config:RewardLabelConfig", "vla_rl.commands.reward_label"),
+    "reward train": ("train a Bradley-Terry reward-model ensemble on labelled pairs",
+                     "reward_models.config:RewardTrainConfig", "vla_rl.commands.reward_train"),
+    "reward eval": ("score a reward model on pairs (accuracy, NLL, ECE) and episodes (Spearman vs progress)",
+                    "reward_models.config:RewardEvalConfig", "vla_rl.commands.reward_eval"),
 }
 
 USAGE = """usage: vla-rl <verb> [--config_path FILE.yaml] [--option value ...]
@@ -60,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vla-rl {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
+    if verb == "reward" and rest and not rest[0].startswith("-"):  # two-word verbs: `vla-rl reward train`
+        verb, rest = f"reward {rest[0]}", rest[1:]
     if verb not in VERBS:
         close = difflib.get_close_matches(verb, VERBS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -67,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from envs.demos import DatasetError
     from envs.errors import ConfigError
+    from reward_models.pairs import PairDataError
+    from reward_models.reward_model import RewardModelError
     from vla_rl.checkpoints import CheckpointError
     from vla_rl.config import parse_config
     from vla_rl.policy.action_tokenizer import ActionTokenizerError
@@ -76,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_config(_load(config_path), rest, prog=f"vla-rl {verb}")
         return int(importlib.import_module(module).run(cfg) or 0)
-    except (ConfigError, DatasetError, PolicyError, CheckpointError, ActionTokenizerError) as e:
+    except (ConfigError, DatasetError, PolicyError, CheckpointError, ActionTokenizerError, PairDataError,
+            RewardModelError) as e:
         print(f"vla-rl {verb}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,98 @@
+"""Typed configs of `vla-rl reward label | train | eval` (draccus, like vla_rl.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs.errors import ConfigError, check_choice, check_range
+
+
+@dataclass
+class RewardLabelConfig:
+    """Sample pairs of segments from demo/rollout datasets, label them, append them to a pair dataset."""
+
+    # Demo or rollout dataset directories (vla-rl-demos format), e.g. --data '[outputs/demos]'.
+    data: list[str] = field(default_factory=lambda: ["outputs/demos"])
+    # Labeler backend: "scripted" (B-Pref teacher over privileged progress).
+    labeler: str = "scripted"
+    # Scripted teacher: oracle | noisy | mistake | skip | myopic | equal (B-Pref's named teachers).
+    teacher: str = "oracle"
+    # Number of pairs to query.
+    pairs: int = 500
+    # Frames per segment (1 = single frames, as RL-VLM-F).
+    segment_length: int = 1
+    # Query selection: uniform | disagreement | entropy (the last two need --model).
+    selection: str = "uniform"
+    # Candidate pool = pool_factor x pairs (PEBBLE uses 10).
+    pool_factor: int = 10
+    # Reward model used by disagreement/entropy selection.
+    model: str = ""
+    # Output pair dataset (appended to if it exists).
+    out: str = "outputs/pairs"
+    seed: int = 0
+
+    def validate(self) -> None:
+        check_choice("labeler", self.labeler, ("scripted",))
+        from reward_models.teachers import TEACHERS
+
+        check_choice("teacher", self.teacher, sorted(TEACHERS))
+        check_choice("selection", self.selection, ("uniform", "disagreement", "entropy"))
+        check_range("pairs", self.pairs, 1, 10**7)
+        check_range("segment_length", self.segment_length, 1, 1000)
+        check_range("pool_factor", self.pool_factor, 1, 1000)
+        if self.selection != "uniform" and not self.model:
+            raise ConfigError(f"selection={self.selection!r} needs --model DIR (a trained reward model)")
+        if not self.data:
+            raise ConfigError("data=[] : give at least one dataset directory")
+
+
+@dataclass
+class RewardTrainConfig:
+    """Train a Bradley–Terry reward-model ensemble on labelled pairs."""
+
+    # Pair dataset directories (written by `vla-rl reward label`).
+    pairs: list[str] = field(default_factory=lambda: ["outputs/pairs"])
+    # Output reward-model directory.
+    out: str = "outputs/reward_model"
+    # Ensemble members (RL-VLM-F and PEBBLE use 3).
+    ensemble_size: int = 3
+    # Condition on the instruction (multi-task reward models).
+    instruction_conditioning: bool = True
+    # Maximum epochs per member (early stopping on held-out accuracy ends most runs sooner).
+    epochs: int = 50
+    # Epochs without held-out improvement before a member stops.
+    patience: int = 5
+    batch_size: int = 64
+    # Adam learning rate (RL-VLM-F: 3e-4).
+    lr: float = 3e-4
+    # Fraction of pairs held out for early stopping and the reported accuracy.
+    holdout: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.pairs:
+            raise ConfigError("pairs=[] : give at least one pair dataset directory")
+        check_range("ensemble_size", self.ensemble_size, 1, 64)
+        check_range("epochs", self.epochs, 1, 100_000)
+        check_range("patience", self.patience, 1, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1_000_000)
+        check_range("lr", self.lr, 1e-9, 1.0)
+        check_range("holdout", self.holdout, 0.0, 0.9)
+
+
+@dataclass
+class RewardEvalConfig:
+    """Evaluate a reward model on labelled pairs and (optionally) along episodes against progress."""
+
+    # Reward-model directory.
+    model: str = "outputs/reward_model"
+    # Labelled pair datasets to score (pairwise accuracy, NLL, ECE, teacher accuracy).
+    pairs: list[str] = field(default_factory=list)
+    # Demo/rollout datasets: Spearman correlation of reward with privileged progress along episodes.
+    episodes: list[str] = field(default_factory=list)
+    # Also write the JSON here.
+    out: str = ""
+
+    def validate(self) -> None:
+        if not self.pairs and not self.episodes:
+            raise ConfigError("give --pairs and/or --episodes to evaluate on")

@@ -1,0 +1,173 @@
+"""Bradley–Terry reward models: an ensemble of K image CNNs with instruction conditioning.
+
+Each member is RL-VLM-F's image network (4 conv layers, kernels 5/3/3/3, channels 16/32/64/128,
+strides 3/2/2/2, then linear -> 1 and tanh), with the instruction's byte ids embedded and averaged
+and added before the head (so one model can serve several tasks). `reward(obs)` returns the
+ensemble mean (minus `std_coef` × std when asked), normalised with statistics computed on the
+training frames and saved with the model — frozen between reward-model updates, as the RL loop needs.
+
+Saved as DIR/reward_model.json (format "vla-rl-reward-model", version 1: config, normalisation,
+sha256 of the weights) + DIR/weights.safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_rl.atomic_io import atomic_write_json, replace_dir
+
+FORMAT = "vla-rl-reward-model"
+VERSION = 1
+INSTRUCTION_VOCAB = 257  # envs.instruction: UTF-8 bytes + 1, 0 = padding
+
+
+class RewardModelError(ValueError):
+    """Bad observations or a reward-model directory that cannot load; names the file and field."""
+
+
+@dataclass
+class RewardModelConfig:
+    image_shape: tuple[int, int, int] = (64, 64, 3)
+    ensemble_size: int = 3
+    instruction_conditioning: bool = True
+    embed_dim: int = 128
+    seed: int = 0
+
+
+class RewardCNN(nn.Module):
+    def __init__(self, cfg: RewardModelConfig):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 16, 5, stride=3), nn.LeakyReLU(),
+            nn.Conv2d(16, 32, 3, stride=2), nn.LeakyReLU(),
+            nn.Conv2d(32, 64, 3, stride=2), nn.LeakyReLU(),
+            nn.Conv2d(64, 128, 3, stride=2), nn.LeakyReLU(),
+            nn.Flatten(),
+        )
+        h, w, _ = cfg.image_shape
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, 3, h, w)).shape[1]
+        self.proj = nn.Linear(n, cfg.embed_dim)
+        self.instruction = nn.EmbeddingBag(INSTRUCTION_VOCAB, cfg.embed_dim, mode="mean", padding_idx=0) \
+            if cfg.instruction_conditioning else None
+        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), nn.Tanh())
+
+    def forward(self, images: torch.Tensor, instruction: torch.Tensor | None) -> torch.Tensor:
+        x = self.proj(self.conv(images))
+        if self.instruction is not None and instruction is not None:
+            x = x + self.instruction(instruction)
+        return self.head(x).squeeze(-1)
+
+
+class RewardEnsemble(nn.Module):
+    def __init__(self, cfg: RewardModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.members = nn.ModuleList([RewardCNN(cfg) for _ in range(cfg.ensemble_size)])
+        self.register_buffer("norm_mean", torch.zeros(()))
+        self.register_buffer("norm_std", torch.ones(()))
+
+    # --- inputs -------------------------------------------------------------------------------
+    def _images(self, images) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(images))
+        want = tuple(self.cfg.image_shape)
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise RewardModelError(f"images are {x.dtype} {tuple(x.shape)}; this reward model takes uint8 (N, {want[0]}, "
+                                   f"{want[1]}, {want[2]})")
+        return x.permute(0, 3, 1, 2).float().div(255.0).to(self.norm_mean.device)
+
+    def _instruction(self, instruction, n: int) -> torch.Tensor | None:
+        if instruction is None:
+            if self.cfg.instruction_conditioning:
+                raise RewardModelError("this reward model is instruction-conditioned: pass obs['instruction']")
+            return None
+        ids = torch.as_tensor(np.asarray(instruction), dtype=torch.long, device=self.norm_mean.device)
+        if ids.ndim == 1:
+            ids = ids[None].expand(n, -1)
+        if ids.shape[0] != n:
+            raise RewardModelError(f"instruction has {ids.shape[0]} rows for {n} images")
+        return ids
+
+    # --- outputs ------------------------------------------------------------------------------
+    def member_rewards(self, images, instruction=None) -> torch.Tensor:
+        """(K, N) raw rewards in [-1, 1] (differentiable)."""
+        x = self._images(images)
+        ids = self._instruction(instruction, x.shape[0])
+        return torch.stack([m(x, ids) for m in self.members])
+
+    @torch.no_grad()
+    def reward(self, obs: Mapping[str, Any], std_coef: float = 0.0, batch_size: int = 256) -> np.ndarray:
+        """Normalised per-frame reward (N,) for obs {'image': (N,h,w,3) uint8, 'instruction': (N, L)}."""
+        images, instr = np.asarray(obs["image"]), obs.get("instruction")
+        out = []
+        for i in range(0, len(images), batch_size):
+            part = None if instr is None else np.asarray(instr)[i:i + batch_size]
+            r = self.member_rewards(images[i:i + batch_size], part)
+            out.append((r.mean(0) - std_coef * r.std(0, unbiased=False) - self.norm_mean) / self.norm_std)
+        return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+
+    @torch.no_grad()
+    def set_normalization(self, images, instruction) -> None:
+        r = self.member_rewards(images, instruction).mean(0)
+        self.norm_mean.fill_(float(r.mean()))
+        self.norm_std.fill_(max(float(r.std(unbiased=False)), 1e-6))
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp"
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp / "weights.safetensors"))
+        digest = hashlib.sha256((tmp / "weights.safetensors").read_bytes()).hexdigest()
+        cfg = asdict(self.cfg)
+        cfg["image_shape"] = list(self.cfg.image_shape)
+        atomic_write_json(tmp / "reward_model.json", {"format": FORMAT, "version": VERSION, "config": cfg,
+                                                      "normalization": {"mean": float(self.norm_mean), "std": float(self.norm_std)},
+                                                      "weights_sha256": digest})
+        replace_dir(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardEnsemble:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        index_path, weights = path / "reward_model.json", path / "weights.safetensors"
+        if not index_path.is_file():
+            raise RewardModelError(f"{index_path}: not found — is {path} a vla-rl reward model?")
+        try:
+            index = json.loads(index_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RewardModelError(f"{index_path}: not valid JSON ({e})") from e
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            raise RewardModelError(f"{index_path}: field 'format' must be {FORMAT!r}")
+        if not isinstance(index.get("version"), int) or index["version"] > VERSION:
+            raise RewardModelError(f"{index_path}: field 'version'={index.get('version')!r}; this vla-rl reads <= {VERSION}")
+        try:
+            cfg_d = dict(index["config"])
+            cfg_d["image_shape"] = tuple(cfg_d["image_shape"])
+            cfg = RewardModelConfig(**cfg_d)
+        except (KeyError, TypeError) as e:
+            raise RewardModelError(f"{index_path}: field 'config' is invalid ({e})") from e
+        if not weights.is_file():
+            raise RewardModelError(f"{weights}: missing")
+        if hashlib.sha256(weights.read_bytes()).hexdigest() != index.get("weights_sha256"):
+            raise RewardModelError(f"{weights}: checksum mismatch — the file is corrupt or was modified")
+        model = cls(cfg)
+        model.load_state_dict({k: v.clone() for k, v in load_file(str(weights)).items()})
+        return model.eval()
