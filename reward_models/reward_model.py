@@ -53,6 +53,8 @@ class RewardCNN(nn.Module):
             nn.Flatten(),
         )
         h, w, _ = cfg.image_shape
+        if min(h, w) < 45:
+            raise RewardModelError(f"image_shape={tuple(cfg.image_shape)}: the RL-VLM-F CNN needs images of at least 45 px")
         with torch.no_grad():
             n = self.conv(torch.zeros(1, 3, h, w)).shape[1]
         self.proj = nn.Linear(n, cfg.embed_dim)
