@@ -1,0 +1,100 @@
+"""Reward-model benchmark (JSON on stdout and to --out).
+
+For each task, teacher (oracle, mistake 10 %) and pair budget (500, 2000): label single-frame pairs
+from scripted demos (noise 0.1), train a 3-member Bradley–Terry ensemble, then measure on data it
+never saw (fresh episodes, other seeds):
+  heldout_gt_accuracy   agreement with ground-truth (privileged progress) preferences on 1000 test pairs
+  spearman_progress     mean per-episode Spearman ρ between reward and progress
+  train_seconds, reward_frames_per_s (batched reward(), 256 frames per call)
+
+    python experiments/bench_reward.py --out docs/bench_reward.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def collect(env_id: str, episodes: int, out: Path, seed: int) -> Path:
+    from vla_rl.cli import main
+
+    if not (out / "dataset.json").is_file():
+        assert main(["collect", "--env", env_id, "--episodes", str(episodes), "--out", str(out), "--seed", str(seed),
+                     "--noise", "0.1"]) == 0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=lambda x: x.split(","),
+                    default=["metaworld/drawer-open", "metaworld/button-press", "tabletop/push-to-target"])
+    ap.add_argument("--teachers", type=lambda x: x.split(","), default=["oracle", "mistake"])
+    ap.add_argument("--pairs", type=lambda x: [int(v) for v in x.split(",")], default=[500, 2000])
+    ap.add_argument("--train_episodes", type=int, default=30)
+    ap.add_argument("--test_episodes", type=int, default=10)
+    ap.add_argument("--workdir", default="outputs/bench_reward")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+
+    from reward_models import ScriptedLabeler, load_episodes, sample_candidates, train_ensemble
+    from reward_models.reward_model import RewardModelConfig
+    from reward_models.teachers import TEACHERS, teacher_labels
+    from reward_models.training import PairArrays, pair_metrics
+    from vla_rl.commands.reward_eval import spearman_progress
+
+    root = Path(args.workdir)
+    rows = []
+    for env_id in args.tasks:
+        name = env_id.replace("/", "_")
+        train_dir = collect(env_id, args.train_episodes, root / name / "train", seed=0)
+        test_dir = collect(env_id, args.test_episodes, root / name / "test", seed=50_000)
+        train_eps, test_eps = load_episodes([train_dir]), load_episodes([test_dir])
+        test_pairs = sample_candidates(test_eps, 1000, 1, np.random.default_rng(123))
+        gt = teacher_labels(np.array([p.progress[0] for p in test_pairs]), np.array([p.progress[1] for p in test_pairs]),
+                            TEACHERS["oracle"], np.random.default_rng(0))
+        for p, y in zip(test_pairs, gt, strict=True):
+            p.status, p.label = "labeled", float(y)
+        test_arrays = PairArrays.from_pairs(test_pairs)
+        for teacher in args.teachers:
+            for n in args.pairs:
+                pairs = sample_candidates(train_eps, n, 1, np.random.default_rng(n))
+                for p, r in zip(pairs, ScriptedLabeler(teacher, seed=1).label(pairs), strict=True):
+                    p.status, p.label = r.status, r.label
+                shape = tuple(pairs[0].first.shape[1:])
+                model, report = train_ensemble(pairs, RewardModelConfig(image_shape=shape), show_progress=False)
+                metrics = pair_metrics(model, test_arrays)
+                with torch.no_grad():
+                    rho, _ = spearman_progress(model, [str(test_dir)])
+                    frames = np.concatenate([e for e in test_eps[0].image])[:2048]
+                    instr = np.repeat(test_eps[0].instruction[0][None], len(frames), 0)
+                    t = time.perf_counter()
+                    model.reward({"image": frames, "instruction": instr})
+                    fps = len(frames) / (time.perf_counter() - t)
+                rows.append({"env": env_id, "teacher": teacher, "pairs": n, "valid_pairs": report["pairs"],
+                             "heldout_gt_accuracy": round(metrics["pairwise_accuracy"], 4),
+                             "heldout_nll": round(metrics["nll"], 4), "heldout_ece": round(metrics["ece"], 4),
+                             "spearman_progress": round(rho, 4), "train_seconds": report["train_seconds"],
+                             "reward_frames_per_s": round(fps, 1)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    result = {"bench": "reward", "rows": rows, "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                                                           "torch_threads": torch.get_num_threads()}}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        from vla_rl.atomic_io import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+
+
+if __name__ == "__main__":
+    main()
