@@ -13,7 +13,8 @@ class RewardLabelConfig:
 
     # Demo or rollout dataset directories (vla-rl-demos format), e.g. --data '[outputs/demos]'.
     data: list[str] = field(default_factory=lambda: ["outputs/demos"])
-    # Labeler backend: "scripted" (B-Pref teacher over privileged progress).
+    # Labeler backend: "scripted" (B-Pref teacher over privileged progress), "hf" (a local HF VLM) or
+    # "openai" (an OpenAI-compatible chat-completions server: vLLM, SGLang, hosted APIs).
     labeler: str = "scripted"
     # Scripted teacher: oracle | noisy | mistake | skip | myopic | equal (B-Pref's named teachers).
     teacher: str = "oracle"
@@ -30,9 +31,32 @@ class RewardLabelConfig:
     # Output pair dataset (appended to if it exists).
     out: str = "outputs/pairs"
     seed: int = 0
+    # Instead of sampling new pairs, label the pairs of --out still "unlabeled" (e.g. after failed calls).
+    retry_unlabeled: bool = False
+    # hf / openai: model directory or hub id (hf), model name (openai).
+    vlm_model: str = ""
+    # hf: allow the checkpoint's own code (off unless you trust it).
+    trust_remote_code: bool = False
+    # Ask again with the images swapped; keep only consistent answers.
+    swap_check: bool = True
+    # openai: server URL, e.g. http://localhost:8000/v1 for `vllm serve`.
+    base_url: str = "https://api.openai.com/v1"
+    # openai: name of the environment variable holding the API key (the key itself is never stored).
+    api_key_env: str = "OPENAI_API_KEY"
+    # openai: concurrent requests, seconds per request, attempts per request (429/5xx/timeouts retried).
+    concurrency: int = 4
+    timeout: float = 60.0
+    max_attempts: int = 5
+    # openai: answer cache directory (empty = OUT/vlm_cache).
+    cache_dir: str = ""
 
     def validate(self) -> None:
-        check_choice("labeler", self.labeler, ("scripted",))
+        check_choice("labeler", self.labeler, ("scripted", "hf", "openai"))
+        if self.labeler != "scripted" and not self.vlm_model:
+            raise ConfigError(f"labeler={self.labeler!r} needs --vlm_model (a model directory / hub id / served name)")
+        check_range("concurrency", self.concurrency, 1, 1024)
+        check_range("timeout", self.timeout, 0.01, 3600)
+        check_range("max_attempts", self.max_attempts, 1, 100)
         from reward_models.teachers import TEACHERS
 
         check_choice("teacher", self.teacher, sorted(TEACHERS))

@@ -140,3 +140,21 @@ def test_unsure_and_unparseable_answers_abstain(server):
     server.answer_override = "I think the second one, probably"
     results = OpenAILabeler("m", server.url, swap_check=False).label(pairs)
     assert all(r.status == "abstain" and r.provenance["parse_failure"] for r in results)
+
+
+def test_cli_keeps_failed_pairs_and_retries_them(server, tmp_path, capsys):
+    from reward_models.pairs import PairDataset
+    from vla_rl.cli import main
+
+    demos = tmp_path / "demos"
+    assert main(["collect", "--env", "tabletop/push-to-target", "--episodes", "3", "--out", str(demos)]) == 0
+    server.fail_with = [500] * 1000
+    args = ["reward", "label", "--labeler", "openai", "--vlm_model", "m", "--base_url", server.url, "--max_attempts", "1",
+            "--swap_check", "false", "--out", str(tmp_path / "pairs"), "--pairs", "5"]
+    assert main([*args, "--data", f"[{demos}]"]) == 0
+    assert PairDataset(tmp_path / "pairs").counts() == {"unlabeled": 5, "labeled": 0, "abstain": 0}
+    server.fail_with = []
+    capsys.readouterr()
+    assert main([*args, "--retry_unlabeled", "true"]) == 0
+    counts = PairDataset(tmp_path / "pairs").counts()
+    assert counts["unlabeled"] == 0 and counts["labeled"] + counts["abstain"] == 5

@@ -16,6 +16,17 @@ from reward_models.config import RewardLabelConfig
 
 
 def make_labeler(cfg: RewardLabelConfig):
+    if cfg.labeler == "hf":
+        from reward_models.labelers.hf_vlm import HFVLMLabeler
+
+        return HFVLMLabeler(cfg.vlm_model, trust_remote_code=cfg.trust_remote_code, swap_check=cfg.swap_check)
+    if cfg.labeler == "openai":
+        from pathlib import Path
+
+        from reward_models.labelers.openai_http import OpenAILabeler
+
+        return OpenAILabeler(cfg.vlm_model, cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.timeout,
+                             cfg.max_attempts, cfg.swap_check, cfg.cache_dir or Path(cfg.out) / "vlm_cache")
     from reward_models.labelers import ScriptedLabeler
 
     return ScriptedLabeler(cfg.teacher, seed=cfg.seed)
@@ -36,26 +47,34 @@ def run(cfg: RewardLabelConfig) -> int:
     from reward_models.segments import load_episodes, sample_candidates, select_pairs
 
     rng = np.random.default_rng(cfg.seed)
-    episodes = load_episodes(cfg.data)
-    model = None
-    if cfg.model:
-        from reward_models.reward_model import RewardEnsemble
+    ds = PairDataset(cfg.out, create=True)
+    if cfg.retry_unlabeled:
+        queries = [ds.load(i) for i, e in enumerate(ds.entries) if e["status"] == "unlabeled"][:cfg.pairs]
+    else:
+        episodes = load_episodes(cfg.data)
+        model = None
+        if cfg.model:
+            from reward_models.reward_model import RewardEnsemble
 
-        model = RewardEnsemble.load(cfg.model)
-    pool = cfg.pairs * (cfg.pool_factor if cfg.selection != "uniform" else 1)
-    candidates = sample_candidates(episodes, pool, cfg.segment_length, rng)
-    queries = select_pairs(candidates, cfg.pairs, cfg.selection, model, rng)
+            model = RewardEnsemble.load(cfg.model)
+        pool = cfg.pairs * (cfg.pool_factor if cfg.selection != "uniform" else 1)
+        candidates = sample_candidates(episodes, pool, cfg.segment_length, rng)
+        queries = select_pairs(candidates, cfg.pairs, cfg.selection, model, rng)
     labeler = make_labeler(cfg)
     results = labeler.label(queries)
     for p, r in zip(queries, results, strict=True):
+        p.provenance = r.provenance  # a failed call keeps its error message
         if r.status != "unlabeled":
-            p.status, p.label, p.label_source, p.provenance = r.status, r.label, r.source, r.provenance
-    ds = PairDataset(cfg.out, create=True)
-    added = ds.add(queries)
+            p.status, p.label, p.label_source = r.status, r.label, r.source
+    if cfg.retry_unlabeled:
+        ds.set_labels((p.id, p.status, p.label, p.label_source, p.provenance) for p in queries)
+        added = 0
+    else:
+        added = ds.add(queries)  # failed calls are stored "unlabeled": nothing is lost, retry later
     counts = {s: sum(r.status == s for r in results) for s in ("labeled", "abstain", "unlabeled")}
     summary = {"requested": len(queries), "answered": counts["labeled"] + counts["abstain"], "valid": counts["labeled"],
                "abstained": counts["abstain"], "unanswered": counts["unlabeled"], "added": added,
-               "duplicates": len(queries) - added, "labeler": labeler.name,
+               "duplicates": 0 if cfg.retry_unlabeled else len(queries) - added, "labeler": labeler.name,
                "teacher_accuracy": teacher_accuracy(queries, results), "total_pairs": len(ds), "out": cfg.out}
     print(f"labelled {counts['labeled']} of {len(queries)} pairs with {labeler.name}", file=sys.stderr)
     print(json.dumps(summary))
