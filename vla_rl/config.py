@@ -150,7 +150,7 @@ class PretrainConfig:
     # Run directory: checkpoints/<step>/, metrics.jsonl, pretrain_config.yaml.
     out: str = "outputs/pretrain"
     # Optimizer steps in total (the cosine schedule spans them).
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 32
     # Peak learning rate (AdamW; 3e-4 suits the from-scratch presets, ~2e-5 a pretrained VLM as OpenVLA).
     lr: float = 3e-4
