@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.formats import read_versioned_json
 
 FORMAT = "vla-rl-pairs"
 VERSION = 1
@@ -112,21 +112,12 @@ class PairDataset:
                 raise PairDataError(f"{index_path}: not found — is {self.path} a vla-rl pair dataset?")
             self.index = {"format": FORMAT, "version": VERSION, "image_shape": None, "instruction_length": None, "pairs": []}
         else:
-            try:
-                index = json.loads(index_path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise PairDataError(f"{index_path}: not valid JSON ({e})") from e
+            index = read_versioned_json(index_path, FORMAT, VERSION, PairDataError, "", {"pairs": list})
             self.index = self._validate(index, index_path)
         self._by_id = {e["id"]: i for i, e in enumerate(self.index["pairs"])}
 
     @staticmethod
-    def _validate(index: Any, where: Path) -> dict:
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
-            raise PairDataError(f"{where}: field 'format' must be {FORMAT!r}")
-        if not isinstance(index.get("version"), int) or index["version"] > VERSION:
-            raise PairDataError(f"{where}: field 'version'={index.get('version')!r}; this vla-rl reads <= {VERSION}")
-        if not isinstance(index.get("pairs"), list):
-            raise PairDataError(f"{where}: field 'pairs' is missing or not a list")
+    def _validate(index: dict, where: Path) -> dict:
         for e in index["pairs"]:
             _check_entry(e, str(where))
         return index

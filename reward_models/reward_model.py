@@ -13,7 +13,6 @@ sha256 of the weights) + DIR/weights.safetensors.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
+from vla_rl.formats import read_versioned_json
 
 FORMAT = "vla-rl-reward-model"
 VERSION = 1
@@ -150,16 +150,8 @@ class RewardEnsemble(nn.Module):
 
         path = Path(path)
         index_path, weights = path / "reward_model.json", path / "weights.safetensors"
-        if not index_path.is_file():
-            raise RewardModelError(f"{index_path}: not found — is {path} a vla-rl reward model?")
-        try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as e:
-            raise RewardModelError(f"{index_path}: not valid JSON ({e})") from e
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
-            raise RewardModelError(f"{index_path}: field 'format' must be {FORMAT!r}")
-        if not isinstance(index.get("version"), int) or index["version"] > VERSION:
-            raise RewardModelError(f"{index_path}: field 'version'={index.get('version')!r}; this vla-rl reads <= {VERSION}")
+        index = read_versioned_json(index_path, FORMAT, VERSION, RewardModelError, f"is {path} a vla-rl reward model?",
+                                    {"config": dict})
         try:
             cfg_d = dict(index["config"])
             cfg_d["image_shape"] = tuple(cfg_d["image_shape"])

@@ -9,7 +9,6 @@ dimension is token `token_offset + b`; for Llama-vocabulary VLAs the offset is `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,20 +105,12 @@ class ActionTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> ActionTokenizer:
+        from vla_rl.formats import read_versioned_json
+
         path = Path(path)
-        if not path.is_file():
-            raise ActionTokenizerError(f"{path}: action statistics not found (the policy needs its action_tokenizer.json)")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ActionTokenizerError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ActionTokenizerError(f"{path}: field 'format' must be {FORMAT!r}")
-        if not isinstance(d.get("version"), int) or d["version"] > VERSION:
-            raise ActionTokenizerError(f"{path}: field 'version'={d.get('version')!r}; this vla-rl reads <= {VERSION}")
-        for key, typ in (("n_bins", int), ("token_offset", int), ("low", list), ("high", list)):
-            if not isinstance(d.get(key), typ):
-                raise ActionTokenizerError(f"{path}: field {key!r} is missing or not a {typ.__name__}")
+        d = read_versioned_json(path, FORMAT, VERSION, ActionTokenizerError,
+                                "action statistics (the policy needs its action_tokenizer.json)",
+                                {"n_bins": int, "token_offset": int, "low": list, "high": list})
         try:
             return cls(tuple(d["low"]), tuple(d["high"]), d["n_bins"], d["token_offset"])
         except ActionTokenizerError as e:

@@ -10,6 +10,7 @@ pixel-shuffle connector + Llama LM). Any checkpoint of these architectures loads
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -44,13 +45,13 @@ class BackboneError(ValueError):
     """An unsupported family or preset, or an image the backbone cannot take."""
 
 
-class Family:
+class Family(ABC):
     model_type: str = ""
     image_placeholder: str = "<image>"
 
+    @abstractmethod
     def build(self, preset: BackbonePreset, image_size: int, tokenizer):
         """A randomly initialised (model, processor) of this architecture."""
-        raise NotImplementedError
 
     def processor_images(self, image):
         """The `images=` argument the processor expects for one prompt with one image."""

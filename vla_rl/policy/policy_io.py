@@ -17,7 +17,6 @@ sha256, so corruption is reported by file name.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -76,21 +75,11 @@ def save_policy(policy: VLAPolicy, path: str | Path) -> Path:
 
 
 def read_index(path: Path) -> dict:
-    index_path = path / INDEX
-    if not index_path.is_file():
-        raise PolicyError(f"{index_path}: not found — is {path} a vla-rl policy directory (vla-rl pretrain writes one)?")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as e:
-        raise PolicyError(f"{index_path}: not valid JSON ({e})") from e
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise PolicyError(f"{index_path}: field 'format' must be {FORMAT!r}")
-    if not isinstance(index.get("version"), int) or index["version"] > VERSION:
-        raise PolicyError(f"{index_path}: field 'version'={index.get('version')!r}; this vla-rl reads <= {VERSION}")
-    for key in ("spec", "files"):
-        if not isinstance(index.get(key), dict):
-            raise PolicyError(f"{index_path}: field {key!r} is missing or not an object")
-    return index
+    from vla_rl.formats import read_versioned_json
+
+    return read_versioned_json(path / INDEX, FORMAT, VERSION, PolicyError,
+                               f"is {path} a vla-rl policy directory (vla-rl pretrain writes one)?",
+                               {"spec": dict, "files": dict})
 
 
 def verify_files(path: Path, files: dict[str, str]) -> None:
