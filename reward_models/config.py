@@ -82,6 +82,10 @@ class RewardTrainConfig:
     ensemble_size: int = 3
     # Condition on the instruction (multi-task reward models).
     instruction_conditioning: bool = True
+    # Image encoder: "cnn" (RL-VLM-F's CNN per member) or "vla" (the frozen vision tower of --vla_policy).
+    encoder: str = "cnn"
+    # Policy directory whose vision tower encodes the images (encoder=vla).
+    vla_policy: str = ""
     # Maximum epochs per member (early stopping on held-out accuracy ends most runs sooner).
     epochs: int = 50
     # Epochs without held-out improvement before a member stops.
@@ -97,6 +101,9 @@ class RewardTrainConfig:
         if not self.pairs:
             raise ConfigError("pairs=[] : give at least one pair dataset directory")
         check_range("ensemble_size", self.ensemble_size, 1, 64)
+        check_choice("encoder", self.encoder, ("cnn", "vla"))
+        if self.encoder == "vla" and not self.vla_policy:
+            raise ConfigError("encoder='vla' needs --vla_policy DIR (a saved policy, e.g. .../pretrained_model)")
         check_range("epochs", self.epochs, 1, 100_000)
         check_range("patience", self.patience, 1, 100_000)
         check_range("batch_size", self.batch_size, 1, 1_000_000)

@@ -33,6 +33,11 @@ class RewardModelError(ValueError):
     """Bad observations or a reward-model directory that cannot load; names the file and field."""
 
 
+def _policy_digest(policy_dir: str) -> str | None:
+    index = Path(policy_dir) / "policy.json"
+    return hashlib.sha256(index.read_bytes()).hexdigest() if policy_dir and index.is_file() else None
+
+
 @dataclass
 class RewardModelConfig:
     image_shape: tuple[int, int, int] = (64, 64, 3)
@@ -40,6 +45,10 @@ class RewardModelConfig:
     instruction_conditioning: bool = True
     embed_dim: int = 128
     seed: int = 0
+    # "cnn": RL-VLM-F's CNN per member; "vla": the frozen vision tower of the policy at `vla_policy`
+    # (mean-pooled patch features) shared by all members, each member a small head on top.
+    encoder: str = "cnn"
+    vla_policy: str = ""
 
 
 class RewardCNN(nn.Module):
@@ -69,12 +78,66 @@ class RewardCNN(nn.Module):
         return self.head(x).squeeze(-1)
 
 
+class RewardHead(nn.Module):
+    """A member on top of shared frozen features: linear -> (+ instruction) -> linear -> tanh."""
+
+    def __init__(self, in_dim: int, cfg: RewardModelConfig):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, cfg.embed_dim)
+        self.instruction = nn.EmbeddingBag(INSTRUCTION_VOCAB, cfg.embed_dim, mode="mean", padding_idx=0) \
+            if cfg.instruction_conditioning else None
+        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), nn.Tanh())
+
+    def forward(self, features: torch.Tensor, instruction: torch.Tensor | None) -> torch.Tensor:
+        x = self.proj(features)
+        if self.instruction is not None and instruction is not None:
+            x = x + self.instruction(instruction)
+        return self.head(x).squeeze(-1)
+
+
+class FrozenVisionTower:
+    """The vision tower of a saved VLA policy, frozen: images -> mean-pooled patch features.
+
+    Deliberately not an nn.Module attribute of the ensemble, so its weights are neither trained nor
+    saved with the reward model (the reward model records the policy path and its checksum).
+    """
+
+    def __init__(self, policy_dir: str):
+        from vla_rl.policy import VLAPolicy
+
+        policy = VLAPolicy.from_pretrained(policy_dir)
+        inner = policy.base_model.model
+        self.tower = (getattr(inner, "vision_tower", None) or inner.vision_model).eval().requires_grad_(False)
+        self.size = policy.vision_image_size
+        ip = policy.processor.image_processor
+        self.mean, self.std = ip.image_mean, ip.image_std
+        self.dim = int(policy.base_model.config.vision_config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, images01: torch.Tensor) -> torch.Tensor:
+        from vla_rl.policy.backbones import normalize_images
+
+        uint8 = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        x = normalize_images(uint8, self.size, self.mean, self.std, next(self.tower.parameters()).dtype)
+        return self.tower(pixel_values=x).last_hidden_state.mean(1).float()
+
+
 class RewardEnsemble(nn.Module):
     def __init__(self, cfg: RewardModelConfig):
         super().__init__()
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.members = nn.ModuleList([RewardCNN(cfg) for _ in range(cfg.ensemble_size)])
+        if cfg.encoder == "vla":
+            if not cfg.vla_policy:
+                raise RewardModelError("encoder='vla' needs vla_policy (a saved policy directory)")
+            self._tower = FrozenVisionTower(cfg.vla_policy)
+            torch.manual_seed(cfg.seed)
+            self.members = nn.ModuleList([RewardHead(self._tower.dim, cfg) for _ in range(cfg.ensemble_size)])
+        elif cfg.encoder == "cnn":
+            self._tower = None
+            self.members = nn.ModuleList([RewardCNN(cfg) for _ in range(cfg.ensemble_size)])
+        else:
+            raise RewardModelError(f"encoder={cfg.encoder!r}; choose 'cnn' or 'vla'")
         self.register_buffer("norm_mean", torch.zeros(()))
         self.register_buffer("norm_std", torch.ones(()))
 
@@ -100,11 +163,16 @@ class RewardEnsemble(nn.Module):
         return ids
 
     # --- outputs ------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Member input: the images themselves (CNN) or the frozen tower's features (computed once)."""
+        return x if self._tower is None else self._tower(x)
+
     def member_rewards(self, images, instruction=None) -> torch.Tensor:
         """(K, N) raw rewards in [-1, 1] (differentiable)."""
         x = self._images(images)
         ids = self._instruction(instruction, x.shape[0])
-        return torch.stack([m(x, ids) for m in self.members])
+        features = self.encode(x)
+        return torch.stack([m(features, ids) for m in self.members])
 
     @torch.no_grad()
     def reward(self, obs: Mapping[str, Any], std_coef: float = 0.0, batch_size: int = 256) -> np.ndarray:
@@ -138,6 +206,8 @@ class RewardEnsemble(nn.Module):
         digest = hashlib.sha256((tmp / "weights.safetensors").read_bytes()).hexdigest()
         cfg = asdict(self.cfg)
         cfg["image_shape"] = list(self.cfg.image_shape)
+        if self.cfg.encoder == "vla":
+            cfg["vla_policy_sha256"] = _policy_digest(self.cfg.vla_policy)
         atomic_write_json(tmp / "reward_model.json", {"format": FORMAT, "version": VERSION, "config": cfg,
                                                       "normalization": {"mean": float(self.norm_mean), "std": float(self.norm_std)},
                                                       "weights_sha256": digest})
@@ -155,6 +225,10 @@ class RewardEnsemble(nn.Module):
         try:
             cfg_d = dict(index["config"])
             cfg_d["image_shape"] = tuple(cfg_d["image_shape"])
+            digest = cfg_d.pop("vla_policy_sha256", None)
+            if cfg_d.get("encoder") == "vla" and digest != _policy_digest(cfg_d.get("vla_policy", "")):
+                raise RewardModelError(f"{index_path}: field 'config.vla_policy' = {cfg_d.get('vla_policy')!r} is missing or "
+                                       "changed since the reward model was trained (its policy.json checksum differs)")
             cfg = RewardModelConfig(**cfg_d)
         except (KeyError, TypeError) as e:
             raise RewardModelError(f"{index_path}: field 'config' is invalid ({e})") from e

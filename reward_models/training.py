@@ -52,7 +52,7 @@ def scores(model: RewardEnsemble, data: PairArrays, member: int | None = None) -
         if member is None:
             r = model.member_rewards(frames, instr)
         else:
-            x = model._images(frames)
+            x = model.encode(model._images(frames))
             r = model.members[member](x, model._instruction(instr, len(frames)))[None]
         out.append(r.view(r.shape[0], n, h).sum(-1))
     return out[0], out[1]
