@@ -6,7 +6,7 @@ tokens identically. AdamW + linear warm-up + cosine decay (OpenVLA/LeRobot defau
 
 Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the progress bar):
     loss            mean negative log-likelihood per action token (nats; ln 256 = 5.55 is uniform)
-    token_acc       fraction of tokens whose argmax bin is the demo's bin
+    token_acc       fraction of demo tokens that greedy decoding reproduces (on the current batch)
     lr              learning rate at this step
     tokens_per_s    action tokens trained per second (batch * K * D / step time)
     eval/success_rate  success of greedy decoding in the demos' env (when evaluated)
@@ -70,7 +70,7 @@ def _check_resumable(cfg: PretrainConfig, out: Path) -> None:
 
 
 def _token_accuracy(policy, obs, tokens) -> float:
-    """Fraction of demo tokens that greedy decoding would emit (teacher-forced argmax)."""
+    """Fraction of demo tokens that greedy decoding reproduces (free-running over the K*D tokens)."""
     with torch.no_grad():
         out = policy.act(obs, greedy=True)
     return float((out.tokens == tokens).float().mean())
