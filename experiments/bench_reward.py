@@ -4,6 +4,7 @@ For each task, teacher (oracle, mistake 10 %) and pair budget (500, 2000): label
 from scripted demos (noise 0.1), train a 3-member Bradley–Terry ensemble, then measure on data it
 never saw (fresh episodes, other seeds):
   heldout_gt_accuracy   agreement with ground-truth (privileged progress) preferences on 1000 test pairs
+                        (also by |progress difference| bin)
   spearman_progress     mean per-episode Spearman ρ between reward and progress
   train_seconds, reward_frames_per_s (batched reward(), 256 frames per call)
 
@@ -23,6 +24,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+
+# |progress difference| bins of the test pairs (near-ties are where single frames are ambiguous).
+GAP_BINS = [(0.0, 0.02), (0.02, 0.1), (0.1, 0.3), (0.3, 10.0)]
 
 
 def collect(env_id: str, episodes: int, out: Path, seed: int) -> Path:
@@ -65,6 +70,7 @@ def main() -> None:
         for p, y in zip(test_pairs, gt, strict=True):
             p.status, p.label = "labeled", float(y)
         test_arrays = PairArrays.from_pairs(test_pairs)
+        gaps = np.abs(np.array([p.gt_return[1] - p.gt_return[0] for p in test_pairs]))
         for teacher in args.teachers:
             for n in args.pairs:
                 pairs = sample_candidates(train_eps, n, 1, np.random.default_rng(n))
@@ -73,6 +79,16 @@ def main() -> None:
                 shape = tuple(pairs[0].first.shape[1:])
                 model, report = train_ensemble(pairs, RewardModelConfig(image_shape=shape), show_progress=False)
                 metrics = pair_metrics(model, test_arrays)
+                with torch.no_grad():
+                    from reward_models.segments import pair_probabilities
+
+                    p_second = pair_probabilities(model, test_pairs).mean(0).numpy()
+                by_gap = {}
+                for lo, hi in GAP_BINS:
+                    sel = (gaps >= lo) & (gaps < hi) & (gt != 0.5)
+                    if sel.any():
+                        by_gap[f"{lo}-{hi}"] = {"n": int(sel.sum()),
+                                                "accuracy": round(float(np.mean((p_second[sel] > 0.5) == (gt[sel] > 0.5))), 4)}
                 with torch.no_grad():
                     rho, _ = spearman_progress(model, [str(test_dir)])
                     frames = np.concatenate([e for e in test_eps[0].image])[:2048]
@@ -83,6 +99,7 @@ def main() -> None:
                 rows.append({"env": env_id, "teacher": teacher, "pairs": n, "valid_pairs": report["pairs"],
                              "heldout_gt_accuracy": round(metrics["pairwise_accuracy"], 4),
                              "heldout_nll": round(metrics["nll"], 4), "heldout_ece": round(metrics["ece"], 4),
+                             "heldout_gt_accuracy_by_progress_gap": by_gap,
                              "spearman_progress": round(rho, 4), "train_seconds": report["train_seconds"],
                              "reward_frames_per_s": round(fps, 1)})
                 print(json.dumps(rows[-1]), file=sys.stderr)
