@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,13 +121,10 @@ class DemoDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        from vla_rl.formats import read_versioned_json
+
         index_path = self.path / INDEX
-        if not index_path.is_file():
-            raise DatasetError(f"{index_path}: not found — is {self.path} a vla-rl demo dataset?")
-        try:
-            index = json.loads(index_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{index_path}: not valid JSON ({e})") from e
+        index = read_versioned_json(index_path, FORMAT, VERSION, DatasetError, f"is {self.path} a vla-rl demo dataset?")
         self.index = _validate_index(index, index_path)
 
     # --- facts ---------------------------------------------------------------------------------
@@ -222,16 +218,8 @@ class DemoWriter:
         atomic_write_json(self.path / INDEX, self.index)
 
 
-def _validate_index(index: Any, where: Path) -> dict[str, Any]:
-    if not isinstance(index, dict):
-        raise DatasetError(f"{where}: top level must be a JSON object")
-    if index.get("format") != FORMAT:
-        raise DatasetError(f"{where}: field 'format' is {index.get('format')!r}, expected {FORMAT!r}")
-    version = index.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise DatasetError(
-            f"{where}: field 'version' is {version!r}; this vla-rl reads versions <= {VERSION} (upgrade vla-rl)"
-        )
+def _validate_index(index: dict[str, Any], where: Path) -> dict[str, Any]:
+    """Field checks after the format/version header (vla_rl.formats.read_versioned_json)."""
     for k, typ in (("env_id", str), ("action_dim", int), ("state_dim", int), ("image_shape", list),
                    ("instruction_length", int), ("episodes", list), ("collections", list)):
         if not isinstance(index.get(k), typ):

@@ -90,7 +90,7 @@ def ensure_demos(env_id: str, episodes: int, root: Path, noise: float = 0.0) -> 
     from vla_rl.cli import main
 
     out = root / env_id.replace("/", "_")
-    if not (out / "dataset.json").is_file() or json.loads((out / "dataset.json").read_text())["episodes"].__len__() < episodes:
+    if not (out / "dataset.json").is_file() or len(json.loads((out / "dataset.json").read_text())["episodes"]) < episodes:
         import shutil
 
         shutil.rmtree(out, ignore_errors=True)

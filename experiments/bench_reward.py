@@ -25,7 +25,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-
 # |progress difference| bins of the test pairs (near-ties are where single frames are ambiguous).
 GAP_BINS = [(0.0, 0.02), (0.02, 0.1), (0.1, 0.3), (0.3, 10.0)]
 
@@ -51,7 +50,12 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
-    from reward_models import ScriptedLabeler, load_episodes, sample_candidates, train_ensemble
+    from reward_models import (
+        ScriptedLabeler,
+        load_episodes,
+        sample_candidates,
+        train_ensemble,
+    )
     from reward_models.reward_model import RewardModelConfig
     from reward_models.teachers import TEACHERS, teacher_labels
     from reward_models.training import PairArrays, pair_metrics

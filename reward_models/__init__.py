@@ -9,7 +9,11 @@ Public API::
 from reward_models.bradley_terry import bt_loss, bt_probability
 from reward_models.labelers import Labeler, LabelResult, ScriptedLabeler
 from reward_models.pairs import Pair, PairDataError, PairDataset
-from reward_models.reward_model import RewardEnsemble, RewardModelConfig, RewardModelError
+from reward_models.reward_model import (
+    RewardEnsemble,
+    RewardModelConfig,
+    RewardModelError,
+)
 from reward_models.segments import load_episodes, sample_candidates, select_pairs
 from reward_models.teachers import TEACHERS, TeacherConfig, teacher_labels
 from reward_models.training import train_ensemble

@@ -13,6 +13,7 @@ sha256 of the weights) + DIR/weights.safetensors.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -115,10 +116,9 @@ class FrozenVisionTower:
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
-        from vla_rl.policy.backbones import normalize_images
+        from vla_rl.policy.backbones import normalize_unit_images
 
-        uint8 = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-        x = normalize_images(uint8, self.size, self.mean, self.std, next(self.tower.parameters()).dtype)
+        x = normalize_unit_images(images01, self.size, self.mean, self.std, next(self.tower.parameters()).dtype)
         return self.tower(pixel_values=x).last_hidden_state.mean(1).float()
 
 
@@ -198,8 +198,6 @@ class RewardEnsemble(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp"
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp / "weights.safetensors"))

@@ -15,7 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from reward_models.bradley_terry import bt_loss, bt_probability, expected_calibration_error, pairwise_accuracy
+from reward_models.bradley_terry import (
+    bt_loss,
+    bt_probability,
+    expected_calibration_error,
+    pairwise_accuracy,
+)
 from reward_models.pairs import Pair
 from reward_models.reward_model import RewardEnsemble, RewardModelConfig
 

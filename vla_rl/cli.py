@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb == "reward" and rest and not rest[0].startswith("-"):  # two-word verbs: `vla-rl reward train`
         verb, rest = f"reward {rest[0]}", rest[1:]
+    if verb == "reward":
+        subs = ", ".join(v.split()[1] for v in VERBS if v.startswith("reward "))
+        print(f"vla-rl reward: give a sub-verb ({subs}), e.g. `vla-rl reward train --help`\n\n{_usage()}",
+              file=sys.stderr)
+        return 0 if rest[:1] in (["-h"], ["--help"]) else 2
     if verb not in VERBS:
         close = difflib.get_close_matches(verb, VERBS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

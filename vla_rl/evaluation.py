@@ -52,18 +52,6 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
     spec_image = tuple(policy.spec.image_size)
     num_envs = max(1, min(num_envs, episodes))
     slots = [_Slot(make_env(env_id, options)) for _ in range(num_envs)]
-    env0 = slots[0].env
-    if tuple(env0.observation_space["image"].shape[:2]) != spec_image:
-        shape = env0.observation_space["image"].shape
-        for s in slots:
-            s.env.close()
-        raise PolicyError(f"env {env_id} renders {shape[0]}x{shape[1]} images; the policy was trained on "
-                          f"{spec_image[0]}x{spec_image[1]} (set --env_options.image_size {spec_image[0]})")
-    if env0.action_space.shape[0] != policy.spec.action_dim:
-        for s in slots:
-            s.env.close()
-        raise PolicyError(f"env {env_id} takes {env0.action_space.shape[0]}-D actions; the policy emits "
-                          f"{policy.spec.action_dim}-D actions")
     generator = torch.Generator().manual_seed(seed)
     records: list[dict] = [{} for _ in range(episodes)]
     videos: dict[int, list[np.ndarray]] = {}
@@ -81,6 +69,14 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
             slot.frames.append(annotate(slot.obs["image"], [f"episode {slot.episode} seed {seed + slot.episode}"]))
 
     try:
+        env0 = slots[0].env
+        if tuple(env0.observation_space["image"].shape[:2]) != spec_image:
+            shape = env0.observation_space["image"].shape
+            raise PolicyError(f"env {env_id} renders {shape[0]}x{shape[1]} images; the policy was trained on "
+                              f"{spec_image[0]}x{spec_image[1]} (set --env_options.image_size {spec_image[0]})")
+        if env0.action_space.shape[0] != policy.spec.action_dim:
+            raise PolicyError(f"env {env_id} takes {env0.action_space.shape[0]}-D actions; the policy emits "
+                              f"{policy.spec.action_dim}-D actions")
         for s in slots:
             start(s)
         while any(s.episode >= 0 for s in slots):

@@ -13,7 +13,13 @@ import torch
 
 from reward_models.labelers.base import LabelResult
 from reward_models.labelers.openai_http import frame_of
-from reward_models.labelers.prompts import ANALYSIS_PROMPT, LABEL_PROMPT, PROMPT_SHA256, decide, parse_answer
+from reward_models.labelers.prompts import (
+    ANALYSIS_PROMPT,
+    LABEL_PROMPT,
+    PROMPT_SHA256,
+    decide,
+    parse_answer,
+)
 from reward_models.pairs import Pair
 
 

@@ -20,10 +20,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from reward_models.labelers.base import LabelResult
-from reward_models.labelers.prompts import ANALYSIS_PROMPT, LABEL_PROMPT, PROMPT_SHA256, decide, parse_answer
+from reward_models.labelers.prompts import (
+    ANALYSIS_PROMPT,
+    LABEL_PROMPT,
+    PROMPT_SHA256,
+    decide,
+    parse_answer,
+)
 from reward_models.pairs import Pair
 from vla_rl.atomic_io import atomic_write_json
 

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from reward_models.bradley_terry import bt_loss, bt_probability, expected_calibration_error, pairwise_accuracy, segment_scores
+from reward_models.bradley_terry import (
+    bt_loss,
+    bt_probability,
+    expected_calibration_error,
+    pairwise_accuracy,
+    segment_scores,
+)
 
 
 def test_loss_values_on_hand_built_pairs():

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from reward_models.teachers import ABSTAIN, TEACHERS, TeacherConfig, segment_returns, teacher_labels
+from reward_models.teachers import (
+    ABSTAIN,
+    TEACHERS,
+    TeacherConfig,
+    segment_returns,
+    teacher_labels,
+)
 
 N = 20_000
 

@@ -8,7 +8,11 @@ import torch
 
 from envs.instruction import encode_instruction
 from reward_models.pairs import Pair
-from reward_models.reward_model import RewardEnsemble, RewardModelConfig, RewardModelError
+from reward_models.reward_model import (
+    RewardEnsemble,
+    RewardModelConfig,
+    RewardModelError,
+)
 from reward_models.training import train_ensemble
 
 INSTR = encode_instruction("open the drawer", 64)

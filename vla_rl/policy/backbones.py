@@ -95,12 +95,8 @@ class LlavaFamily(Family):
             SiglipImageProcessorPil,
         )
 
-        text = _text_config(preset, tokenizer)
-        text.pop("model_type")
-        from transformers import LlamaConfig
-
         config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size)),
-                             text_config=LlamaConfig(**text),
+                             text_config=_text_config(preset, tokenizer),
                              image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
                              vision_feature_select_strategy="full", vision_feature_layer=-1)
         image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
@@ -170,7 +166,11 @@ def normalize_images(images: torch.Tensor, size: int, mean, std, dtype: torch.dt
     A tensor path (not the PIL processor) because it runs on every decision; it equals the
     processor's output when no resize is needed (tested) and uses antialiased bilinear otherwise.
     """
-    x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return normalize_unit_images(images.permute(0, 3, 1, 2).to(torch.float32) / 255.0, size, mean, std, dtype)
+
+
+def normalize_unit_images(x: torch.Tensor, size: int, mean, std, dtype: torch.dtype) -> torch.Tensor:
+    """Float images in [0, 1] `(B, 3, H, W)` -> resized and normalised `(B, 3, size, size)`."""
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)

@@ -116,10 +116,7 @@ def load_policy(path: str | Path, trainable: bool = False, device: str | torch.d
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path / "adapter", is_trainable=trainable)
-    lora = spec.lora
-    spec.lora = {}
     policy = VLAPolicy(model, processor, action_tokenizer, spec)
-    policy.spec.lora = lora
     heads = load_file(str(path / "heads.safetensors"))
     own = {k: v for k, v in policy.state_dict().items() if k.startswith(("value_head.", "state_proj."))}
     if set(heads) != set(own):
