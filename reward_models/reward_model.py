@@ -1,8 +1,14 @@
 """Bradley–Terry reward models: an ensemble of K image CNNs with instruction conditioning.
 
 Each member is RL-VLM-F's image network (4 conv layers, kernels 5/3/3/3, channels 16/32/64/128,
-strides 3/2/2/2, then linear -> 1 and tanh), with the instruction's byte ids embedded and averaged
-and added before the head (so one model can serve several tasks). `reward(obs)` returns the
+strides 3/2/2/2, then linear -> 1), with the instruction's byte ids embedded and averaged and added
+before the head (so one model can serve several tasks).
+
+The output is linear by default. RL-VLM-F ends in tanh, which bounds a single frame's reward to
+[-1, 1] and so P[a ≻ b] to [0.12, 0.88]: the loss then drives every clearly-ordered frame to ±1
+and the ranking among saturated frames is lost (measured on drawer-open, 2000 oracle pairs:
+held-out accuracy 0.90 with tanh, 0.96 linear; docs/bench_reward.json). `output="tanh"` keeps
+RL-VLM-F's head. `reward(obs)` returns the
 ensemble mean (minus `std_coef` × std when asked), normalised with statistics computed on the
 training frames and saved with the model — frozen between reward-model updates, as the RL loop needs.
 
@@ -34,6 +40,12 @@ class RewardModelError(ValueError):
     """Bad observations or a reward-model directory that cannot load; names the file and field."""
 
 
+def _output_layer(cfg: RewardModelConfig) -> nn.Module:
+    if cfg.output not in ("linear", "tanh"):
+        raise RewardModelError(f"output={cfg.output!r}; choose 'linear' or 'tanh'")
+    return nn.Tanh() if cfg.output == "tanh" else nn.Identity()
+
+
 def _policy_digest(policy_dir: str) -> str | None:
     index = Path(policy_dir) / "policy.json"
     return hashlib.sha256(index.read_bytes()).hexdigest() if policy_dir and index.is_file() else None
@@ -50,6 +62,8 @@ class RewardModelConfig:
     # (mean-pooled patch features) shared by all members, each member a small head on top.
     encoder: str = "cnn"
     vla_policy: str = ""
+    # "linear" (default) or "tanh" (RL-VLM-F's bounded head; see the module docstring).
+    output: str = "linear"
 
 
 class RewardCNN(nn.Module):
@@ -70,7 +84,7 @@ class RewardCNN(nn.Module):
         self.proj = nn.Linear(n, cfg.embed_dim)
         self.instruction = nn.EmbeddingBag(INSTRUCTION_VOCAB, cfg.embed_dim, mode="mean", padding_idx=0) \
             if cfg.instruction_conditioning else None
-        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), nn.Tanh())
+        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), _output_layer(cfg))
 
     def forward(self, images: torch.Tensor, instruction: torch.Tensor | None) -> torch.Tensor:
         x = self.proj(self.conv(images))
@@ -87,7 +101,7 @@ class RewardHead(nn.Module):
         self.proj = nn.Linear(in_dim, cfg.embed_dim)
         self.instruction = nn.EmbeddingBag(INSTRUCTION_VOCAB, cfg.embed_dim, mode="mean", padding_idx=0) \
             if cfg.instruction_conditioning else None
-        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), nn.Tanh())
+        self.head = nn.Sequential(nn.LeakyReLU(), nn.Linear(cfg.embed_dim, 1), _output_layer(cfg))
 
     def forward(self, features: torch.Tensor, instruction: torch.Tensor | None) -> torch.Tensor:
         x = self.proj(features)
@@ -168,7 +182,7 @@ class RewardEnsemble(nn.Module):
         return x if self._tower is None else self._tower(x)
 
     def member_rewards(self, images, instruction=None) -> torch.Tensor:
-        """(K, N) raw rewards in [-1, 1] (differentiable)."""
+        """(K, N) raw rewards (in [-1, 1] with output='tanh'; differentiable)."""
         x = self._images(images)
         ids = self._instruction(instruction, x.shape[0])
         features = self.encode(x)
@@ -223,6 +237,7 @@ class RewardEnsemble(nn.Module):
         try:
             cfg_d = dict(index["config"])
             cfg_d["image_shape"] = tuple(cfg_d["image_shape"])
+            cfg_d.setdefault("output", "tanh")  # files written before the field existed had RL-VLM-F's tanh
             digest = cfg_d.pop("vla_policy_sha256", None)
             if cfg_d.get("encoder") == "vla" and digest != _policy_digest(cfg_d.get("vla_policy", "")):
                 raise RewardModelError(f"{index_path}: field 'config.vla_policy' = {cfg_d.get('vla_policy')!r} is missing or "

@@ -77,7 +77,7 @@ def pair_metrics(model: RewardEnsemble, data: PairArrays, batch: int = 512) -> d
 
 
 def train_ensemble(pairs: list[Pair], model_cfg: RewardModelConfig, epochs: int = 50, batch_size: int = 64,
-                   lr: float = 3e-4, holdout: float = 0.1, patience: int = 5, seed: int = 0,
+                   lr: float = 3e-4, holdout: float = 0.1, patience: int = 10, seed: int = 0,
                    show_progress: bool = True) -> tuple[RewardEnsemble, dict]:
     data = PairArrays.from_pairs(pairs)
     rng = np.random.default_rng(seed)

@@ -2,7 +2,8 @@
 
 Stage 1 shows both frames and asks for an analysis; stage 2 (text only) asks for 0 / 1 / -1 given
 that analysis. Greedy decoding (temperature 0). With `swap_check` the pair is asked again with the
-frames swapped and only consistent answers are kept. Prompts use the processor's chat template
+frames swapped and only consistent answers are kept. Pairs go `batch_size` at a time through
+left-padded generate() calls: stage 1, stage 2, then both stages again for the swapped re-asks. Prompts use the processor's chat template
 when it has one, else the family's image placeholder (LLaVA / Idefics3 style). Weights load from a
 local directory or hub id; `trust_remote_code` only when the caller sets it.
 """
@@ -25,17 +26,24 @@ from reward_models.pairs import Pair
 
 class HFVLMLabeler:
     def __init__(self, model: str, trust_remote_code: bool = False, max_new_tokens: int = 256, swap_check: bool = True,
-                 device: str = "cpu", dtype: str = "float32"):
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 8, show_progress: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
         self.model_id = model
         self.name = f"hf:{model}"
         self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtypes[dtype],
                                                                  trust_remote_code=trust_remote_code).to(device).eval()
         self.max_new_tokens, self.swap_check, self.device = max_new_tokens, swap_check, device
+        self.batch_size, self.show_progress = batch_size, show_progress
         self.placeholder = getattr(self.processor, "image_token", None) or "<image>"
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"  # decoder-only batches: every prompt ends where generation starts
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
 
     def _prompt(self, text: str, n_images: int) -> str:
         if getattr(self.processor, "chat_template", None):
@@ -44,34 +52,55 @@ class HFVLMLabeler:
         return self.placeholder * n_images + text
 
     @torch.no_grad()
-    def _generate(self, text: str, images: list | None) -> str:
-        prompt = self._prompt(text, len(images) if images else 0)
+    def _generate(self, texts: list[str], images: list[list] | None) -> list[str]:
+        """Greedy replies to a left-padded batch of prompts (each with its own images, or none)."""
+        prompts = [self._prompt(t, len(images[i]) if images else 0) for i, t in enumerate(texts)]
+        tok = self.processor.tokenizer
         if images:
             nested = type(self.processor).__name__.startswith(("Idefics", "SmolVLM"))
-            inputs = self.processor(text=[prompt], images=[images] if nested else images, return_tensors="pt")
+            flat = images if nested else [im for per_prompt in images for im in per_prompt]
+            inputs = self.processor(text=prompts, images=flat, padding=True, return_tensors="pt")
         else:
-            inputs = self.processor.tokenizer([prompt], return_tensors="pt")
+            inputs = tok(prompts, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  pad_token_id=tok.pad_token_id)
+        start = inputs["input_ids"].shape[1]
+        return [tok.decode(row[start:], skip_special_tokens=True) for row in out]
 
-    def _ask(self, goal: str, img1, img2) -> tuple[int | None, list[str]]:
-        analysis = self._generate(ANALYSIS_PROMPT.format(image1="", image2="", goal=goal), [img1, img2])
-        answer = self._generate(LABEL_PROMPT.format(goal=goal, analysis=analysis), None)
-        return parse_answer(answer), [analysis, answer]
+    def _ask(self, goals: list[str], image_pairs: list[tuple]) -> tuple[list[int | None], list[list[str]]]:
+        """Both RL-VLM-F stages for a batch: parsed answers and [analysis, answer] texts per pair."""
+        analyses = self._generate([ANALYSIS_PROMPT.format(image1="", image2="", goal=g) for g in goals],
+                                  [list(p) for p in image_pairs])
+        answers = self._generate([LABEL_PROMPT.format(goal=g, analysis=a) for g, a in zip(goals, analyses, strict=True)],
+                                 None)
+        return [parse_answer(a) for a in answers], [list(t) for t in zip(analyses, answers, strict=True)]
 
     def label(self, pairs: list[Pair]) -> list[LabelResult]:
+        from tqdm import tqdm
+
         results = []
-        for pair in pairs:
-            a, b = frame_of(pair.first), frame_of(pair.second)
-            prov = {"model": self.model_id, "prompt_sha256": PROMPT_SHA256}
-            ans, prov["raw"] = self._ask(pair.instruction_text, a, b)
-            swapped = None
-            if self.swap_check and ans in (0, 1):
-                swapped, prov["raw_swapped"] = self._ask(pair.instruction_text, b, a)
-            status, label, consistent = decide(ans, swapped, self.swap_check)
-            prov.update(parsed=ans, parse_failure=ans is None)
-            if self.swap_check:
-                prov["swap_consistent"] = consistent
-            results.append(LabelResult(status, label, self.name, prov))
+        bar = tqdm(total=len(pairs), desc="vlm label", unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+        for s in range(0, len(pairs), self.batch_size):
+            chunk = pairs[s:s + self.batch_size]
+            goals = [p.instruction_text for p in chunk]
+            frames = [(frame_of(p.first), frame_of(p.second)) for p in chunk]
+            answers, raws = self._ask(goals, frames)
+            swapped, raws_swapped = [None] * len(chunk), [None] * len(chunk)
+            ask_again = [i for i, a in enumerate(answers) if a in (0, 1)] if self.swap_check else []
+            if ask_again:
+                again, again_raw = self._ask([goals[i] for i in ask_again], [frames[i][::-1] for i in ask_again])
+                for i, a, r in zip(ask_again, again, again_raw, strict=True):
+                    swapped[i], raws_swapped[i] = a, r
+            for i in range(len(chunk)):
+                status, label, consistent = decide(answers[i], swapped[i], self.swap_check)
+                prov = {"model": self.model_id, "prompt_sha256": PROMPT_SHA256, "raw": raws[i],
+                        "parsed": answers[i], "parse_failure": answers[i] is None}
+                if raws_swapped[i] is not None:
+                    prov["raw_swapped"] = raws_swapped[i]
+                if self.swap_check:
+                    prov["swap_consistent"] = consistent
+                results.append(LabelResult(status, label, self.name, prov))
+            bar.update(len(chunk))
+        bar.close()
         return results

@@ -21,30 +21,39 @@ def tiny_vlm_dir(tmp_path_factory):
     return path
 
 
+GOALS = ("open the drawer", "press the button down firmly", "push the red block onto the green target")
+
+
 def _pairs(n=2):
     rng = np.random.default_rng(0)
     return [Pair(rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8), rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
-                 encode_instruction("open the drawer", 64), "open the drawer",
+                 encode_instruction(GOALS[i % 3], 64), GOALS[i % 3],
                  {"source": "s", "episode": i, "t": 0, "length": 1}, {"source": "s", "episode": i, "t": 3, "length": 1})
             for i in range(n)]
 
 
-def test_prompts_images_parsing_and_abstains(tiny_vlm_dir, monkeypatch):
-    lab = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=4)
-    calls = []
-    real_generate = lab.model.generate
-    tok = lab.processor.tokenizer
-    scripted = iter(["The first image shows a closed drawer.", "1", "Now the second.", "0"])
+def _scripted_generate(lab, monkeypatch, replies):
+    """Run the real generate (random weights), then substitute scripted replies row by row."""
+    calls, real_generate, tok = [], lab.model.generate, lab.processor.tokenizer
+    replies = iter(replies)
 
     def spy(**inputs):
         calls.append(inputs)
-        out = real_generate(**inputs)  # the real path runs (random weights)
-        reply = tok(next(scripted), add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return torch.cat([out[:, :inputs["input_ids"].shape[1]], reply], dim=1)
+        out = real_generate(**inputs)
+        rows = [tok(next(replies), add_special_tokens=False)["input_ids"] for _ in range(out.shape[0])]
+        width = max(map(len, rows))
+        padded = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+        return torch.cat([out[:, :inputs["input_ids"].shape[1]], padded], dim=1)
 
     monkeypatch.setattr(lab.model, "generate", spy)
-    pairs = _pairs(1)
-    [result] = lab.label(pairs)
+    return calls
+
+
+def test_prompts_images_parsing_and_abstains(tiny_vlm_dir, monkeypatch):
+    lab = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=4)
+    tok = lab.processor.tokenizer
+    calls = _scripted_generate(lab, monkeypatch, ["The first image shows a closed drawer.", "1", "Now the second.", "0"])
+    [result] = lab.label(_pairs(1))
     # stage 1 got both frames; stage 2 is text only and contains the stage-1 analysis
     assert calls[0]["pixel_values"].shape[0] == 2
     assert "pixel_values" not in calls[1]
@@ -53,7 +62,39 @@ def test_prompts_images_parsing_and_abstains(tiny_vlm_dir, monkeypatch):
     # answers 1 then (swapped) 0: consistent -> labeled "second better"
     assert result.status == "labeled" and result.label == 1.0 and result.provenance["swap_consistent"]
     assert result.provenance["raw"] == ["The first image shows a closed drawer.", "1"]
+    assert result.provenance["raw_swapped"] == ["Now the second.", "0"]
     assert len(calls) == 4
+
+
+def test_batches_group_pairs_and_only_decided_pairs_are_asked_again(tiny_vlm_dir, monkeypatch):
+    lab = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=4, batch_size=2)
+    replies = [
+        "a0", "a1", "1", "-1",  # batch 1 (pairs 0, 1): stage 1, stage 2 -> pair 1 unsure
+        "s0", "0",  # pair 0 swapped: consistent
+        "b2", "maybe",  # batch 2 (pair 2): unparseable -> abstain, not asked again
+    ]
+    calls = _scripted_generate(lab, monkeypatch, replies)
+    results = lab.label(_pairs(3))
+    assert [c["input_ids"].shape[0] for c in calls] == [2, 2, 1, 1, 1, 1]
+    assert calls[0]["pixel_values"].shape[0] == 4  # two frames per pair, in one call
+    # left padding: every row of a batch ends with the generation prompt, none with padding
+    assert (calls[0]["attention_mask"][:, -1] == 1).all() and (calls[1]["attention_mask"][:, -1] == 1).all()
+    assert [r.status for r in results] == ["labeled", "abstain", "abstain"]
+    assert results[0].label == 1.0 and results[0].provenance["raw_swapped"] == ["s0", "0"]
+    assert results[1].provenance["parsed"] == -1 and "raw_swapped" not in results[1].provenance
+    assert results[2].provenance["parse_failure"] and results[2].provenance["raw"] == ["b2", "maybe"]
+
+
+def test_batched_replies_equal_one_pair_at_a_time(tiny_vlm_dir, monkeypatch):
+    pairs = _pairs(3)  # goals of different lengths: stage-1 prompts are padded too
+    one = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=6, swap_check=False, batch_size=1).label(pairs)
+    batched = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=6, swap_check=False, batch_size=3)
+    masks, real_generate = [], batched.model.generate
+    monkeypatch.setattr(batched.model, "generate", lambda **kw: masks.append(kw["attention_mask"]) or real_generate(**kw))
+    many = batched.label(pairs)
+    assert (masks[0] == 0).any() and (masks[1] == 0).any()  # both stages really were padded
+    assert [r.provenance["raw"] for r in one] == [r.provenance["raw"] for r in many]
+    assert len({r.provenance["raw"][0] for r in one}) > 1  # the replies depend on the pair
 
 
 def test_random_tiny_model_answers_are_counted_as_abstains(tiny_vlm_dir):

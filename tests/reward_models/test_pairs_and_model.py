@@ -106,3 +106,24 @@ def test_reward_model_bad_inputs(tmp_path):
     w.write_bytes(w.read_bytes()[:-4] + b"abcd")
     with pytest.raises(RewardModelError, match="weights.safetensors: checksum mismatch"):
         RewardEnsemble.load(tmp_path / "rm")
+
+
+def test_output_head_linear_by_default_tanh_on_request_and_for_old_files(tmp_path):
+    frames = np.concatenate([_bright(x) for x in (0.0, 0.5, 1.0)])
+    models = {out: RewardEnsemble(RewardModelConfig(image_shape=(48, 48, 3), ensemble_size=1, output=out))
+              for out in ("linear", "tanh")}
+    assert RewardModelConfig().output == "linear"
+    for model in models.values():
+        with torch.no_grad():
+            model.members[0].head[1].weight.mul_(1e4)
+    with torch.no_grad():
+        assert models["linear"].member_rewards(frames, INSTR[None].repeat(3, 0)).abs().max() > 1.0
+        assert models["tanh"].member_rewards(frames, INSTR[None].repeat(3, 0)).abs().max() <= 1.0
+    # reward_model.json written before the field existed: those models ended in tanh
+    models["tanh"].save(tmp_path / "old")
+    index = json.loads((tmp_path / "old/reward_model.json").read_text())
+    del index["config"]["output"]
+    (tmp_path / "old/reward_model.json").write_text(json.dumps(index))
+    assert RewardEnsemble.load(tmp_path / "old").cfg.output == "tanh"
+    with pytest.raises(RewardModelError, match="output='sigmoid'; choose 'linear' or 'tanh'"):
+        RewardEnsemble(RewardModelConfig(image_shape=(48, 48, 3), output="sigmoid"))

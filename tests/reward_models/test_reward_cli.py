@@ -23,7 +23,8 @@ def test_label_train_eval(tmp_path, capsys):
     capsys.readouterr()
     rm = tmp_path / "rm"
     assert main(["reward", "train", "--pairs", f"[{pairs}]", "--out", str(rm), "--epochs", "2",
-                 "--ensemble_size", "2"]) == 0
+                 "--ensemble_size", "2", "--output", "tanh"]) == 0
+    assert json.loads((rm / "reward_model.json").read_text())["config"]["output"] == "tanh"
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["pairs"] == len(PairDataset(pairs)) - PairDataset(pairs).counts()["abstain"]
     assert len(report["members"]) == 2
@@ -44,3 +45,7 @@ def test_reward_cli_errors(tmp_path, capsys):
     assert "pairs.json: not found" in capsys.readouterr().err
     assert main(["reward", "eval", "--model", str(tmp_path / "none"), "--pairs", "[x]"]) == 2
     assert "reward_model.json: not found" in capsys.readouterr().err
+    assert main(["reward", "train", "--output", "sigmoid"]) == 2
+    assert "output" in capsys.readouterr().err
+    assert main(["reward", "label", "--labeler", "hf", "--vlm_model", "m", "--vlm_batch_size", "0"]) == 2
+    assert "vlm_batch_size" in capsys.readouterr().err

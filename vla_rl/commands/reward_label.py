@@ -19,7 +19,9 @@ def make_labeler(cfg: RewardLabelConfig):
     if cfg.labeler == "hf":
         from reward_models.labelers.hf_vlm import HFVLMLabeler
 
-        return HFVLMLabeler(cfg.vlm_model, trust_remote_code=cfg.trust_remote_code, swap_check=cfg.swap_check)
+        return HFVLMLabeler(cfg.vlm_model, trust_remote_code=cfg.trust_remote_code, swap_check=cfg.swap_check,
+                            device=cfg.vlm_device, dtype=cfg.vlm_dtype, batch_size=cfg.vlm_batch_size,
+                            show_progress=True)
     if cfg.labeler == "openai":
         from pathlib import Path
 

@@ -25,7 +25,7 @@ def run(cfg: RewardTrainConfig) -> int:
         raise PairDataError(f"{cfg.pairs}: no labelled pairs (run `vla-rl reward label` first)")
     model_cfg = RewardModelConfig(image_shape=tuple(shape), ensemble_size=cfg.ensemble_size,
                                   instruction_conditioning=cfg.instruction_conditioning, seed=cfg.seed,
-                                  encoder=cfg.encoder, vla_policy=cfg.vla_policy)
+                                  encoder=cfg.encoder, vla_policy=cfg.vla_policy, output=cfg.output)
     model, report = train_ensemble(pairs, model_cfg, cfg.epochs, cfg.batch_size, cfg.lr, cfg.holdout, cfg.patience,
                                    cfg.seed)
     model.save(cfg.out)
