@@ -7,8 +7,9 @@ never saw (fresh episodes, other seeds):
                         (also by |progress difference| bin, and on the pairs whose frames share an episode)
   spearman_progress     mean per-episode Spearman ρ between reward and progress
   train_seconds, reward_frames_per_s (batched reward(), 256 frames per call)
-Ablations: RL-VLM-F's tanh head (oracle, largest budget) and, with --vla_policy, the frozen vision
-tower of a pretrained policy as the encoder (oracle rows of --vla_task).
+Ablations (oracle): RL-VLM-F's tanh head (largest budget); query selection by ensemble disagreement
+or entropy for half of the smallest budget (PEBBLE's loop, two rounds); with --vla_policy, the
+frozen vision tower of a pretrained policy as the encoder (rows of --vla_task).
 
     python experiments/bench_reward.py --out docs/bench_reward.json \
         --vla_policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model
@@ -45,6 +46,34 @@ def collect(env_id: str, episodes: int, out: Path, seed: int) -> Path:
     return out
 
 
+def label_and_train(train_eps, teacher: str, n: int, cfg, selection: str):
+    """Label `n` pairs and train. Uniform: n random pairs. Otherwise PEBBLE's loop in two rounds:
+    n/2 uniform pairs, a model trained on them, then n/2 more chosen by `selection` from a pool of
+    10 × n/2 candidates, and the final model trained on all n."""
+    from reward_models import (
+        ScriptedLabeler,
+        sample_candidates,
+        select_pairs,
+        train_ensemble,
+    )
+
+    rng = np.random.default_rng(n)
+    labeler = ScriptedLabeler(teacher, seed=1)
+
+    def labelled(pairs):
+        for p, r in zip(pairs, labeler.label(pairs), strict=True):
+            p.status, p.label = r.status, r.label
+        return pairs
+
+    if selection == "uniform":
+        return train_ensemble(labelled(sample_candidates(train_eps, n, 1, rng)), cfg, show_progress=False)
+    pairs = labelled(sample_candidates(train_eps, n // 2, 1, rng))
+    first, _ = train_ensemble(pairs, cfg, show_progress=False)
+    pool = sample_candidates(train_eps, 10 * (n - n // 2), 1, rng)
+    pairs += labelled(select_pairs(pool, n - n // 2, selection, first))
+    return train_ensemble(pairs, cfg, show_progress=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=lambda x: x.split(","),
@@ -56,6 +85,8 @@ def main() -> None:
     ap.add_argument("--test_episodes", type=int, default=10)
     ap.add_argument("--tanh_ablation", type=int, default=1,
                     help="also train output='tanh' (RL-VLM-F's head) with the oracle at the largest budget")
+    ap.add_argument("--selection_ablation", type=int, default=1,
+                    help="also train with half the smallest budget chosen by disagreement / entropy (oracle)")
     ap.add_argument("--vla_policy", default="",
                     help="a saved policy whose frozen vision tower is also tried as the encoder (oracle rows)")
     ap.add_argument("--vla_task", default="metaworld/drawer-open", help="the task of --vla_policy's rows")
@@ -63,12 +94,7 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
-    from reward_models import (
-        ScriptedLabeler,
-        load_episodes,
-        sample_candidates,
-        train_ensemble,
-    )
+    from reward_models import load_episodes, sample_candidates
     from reward_models.reward_model import RewardModelConfig
     from reward_models.teachers import TEACHERS, teacher_labels
     from reward_models.training import PairArrays, pair_metrics
@@ -90,19 +116,17 @@ def main() -> None:
         test_arrays = PairArrays.from_pairs(test_pairs)
         same_episode = np.array([p.first_ref["episode"] == p.second_ref["episode"] for p in test_pairs]) & (gt != 0.5)
         gaps = np.abs(np.array([p.gt_return[1] - p.gt_return[0] for p in test_pairs]))
-        runs = [(t, n, "linear", "cnn") for t in args.teachers for n in args.pairs]
+        runs = [(t, n, "linear", "cnn", "uniform") for t in args.teachers for n in args.pairs]
         if args.tanh_ablation:
-            runs.append(("oracle", max(args.pairs), "tanh", "cnn"))
+            runs.append(("oracle", max(args.pairs), "tanh", "cnn", "uniform"))
+        if args.selection_ablation:
+            runs += [("oracle", min(args.pairs), "linear", "cnn", m) for m in ("disagreement", "entropy")]
         if args.vla_policy and env_id == args.vla_task:
-            runs += [("oracle", n, "linear", "vla") for n in args.pairs]
-        for teacher, n, output, encoder in runs:
-            pairs = sample_candidates(train_eps, n, 1, np.random.default_rng(n))
-            for p, r in zip(pairs, ScriptedLabeler(teacher, seed=1).label(pairs), strict=True):
-                p.status, p.label = r.status, r.label
-            shape = tuple(pairs[0].first.shape[1:])
-            model, report = train_ensemble(pairs, RewardModelConfig(image_shape=shape, output=output, encoder=encoder,
-                                                                    vla_policy=args.vla_policy if encoder == "vla" else ""),
-                                           show_progress=False)
+            runs += [("oracle", n, "linear", "vla", "uniform") for n in args.pairs]
+        for teacher, n, output, encoder, selection in runs:
+            cfg = RewardModelConfig(image_shape=tuple(train_eps[0].image[0].shape[1:]), output=output, encoder=encoder,
+                                    vla_policy=args.vla_policy if encoder == "vla" else "")
+            model, report = label_and_train(train_eps, teacher, n, cfg, selection)
             metrics = pair_metrics(model, test_arrays)
             with torch.no_grad():
                 from reward_models.segments import pair_probabilities
@@ -122,8 +146,8 @@ def main() -> None:
                 t = time.perf_counter()
                 model.reward({"image": frames, "instruction": instr})
                 fps = len(frames) / (time.perf_counter() - t)
-            rows.append({"env": env_id, "train_episodes": n_train, "teacher": teacher, "pairs": n, "output": output, "encoder": encoder,
-                         "valid_pairs": report["pairs"],
+            rows.append({"env": env_id, "train_episodes": n_train, "teacher": teacher, "pairs": n, "selection": selection,
+                         "output": output, "encoder": encoder, "valid_pairs": report["pairs"],
                          "heldout_gt_accuracy": round(metrics["pairwise_accuracy"], 4),
                          "heldout_nll": round(metrics["nll"], 4), "heldout_ece": round(metrics["ece"], 4),
                          "heldout_gt_accuracy_by_progress_gap": by_gap,
