@@ -7,10 +7,12 @@ before the head (so one model can serve several tasks).
 The output is linear by default. RL-VLM-F ends in tanh, which bounds a single frame's reward to
 [-1, 1] and so P[a ≻ b] to [0.12, 0.88]: the loss then drives every clearly-ordered frame to ±1
 and the ranking among saturated frames is lost (measured on drawer-open, 2000 oracle pairs:
-held-out accuracy 0.90 with tanh, 0.96 linear; docs/bench_reward.json). `output="tanh"` keeps
-RL-VLM-F's head. `reward(obs)` returns the
-ensemble mean (minus `std_coef` × std when asked), normalised with statistics computed on the
-training frames and saved with the model — frozen between reward-model updates, as the RL loop needs.
+held-out accuracy 0.91 with tanh, 0.96 linear; docs/bench_reward.json). `output="tanh"` keeps
+RL-VLM-F's head.
+
+`reward(obs)` returns the ensemble mean (minus `std_coef` × std when asked), normalised with
+statistics computed on the training frames and saved with the model — frozen between reward-model
+updates, as the RL loop needs.
 
 Saved as DIR/reward_model.json (format "vla-rl-reward-model", version 1: config, normalisation,
 sha256 of the weights) + DIR/weights.safetensors.

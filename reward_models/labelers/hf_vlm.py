@@ -3,14 +3,16 @@
 Stage 1 shows both frames and asks for an analysis; stage 2 (text only) asks for 0 / 1 / -1 given
 that analysis. Greedy decoding (temperature 0). With `swap_check` the pair is asked again with the
 frames swapped and only consistent answers are kept. Pairs go `batch_size` at a time through
-left-padded generate() calls: stage 1, stage 2, then both stages again for the swapped re-asks. Prompts use the processor's chat template
-when it has one, else the family's image placeholder (LLaVA / Idefics3 style). Weights load from a
+left-padded generate() calls: stage 1, stage 2, then both stages again for the swapped re-asks.
+Prompts use the processor's chat template when it has one, else the family's image placeholder
+(LLaVA / Idefics3 style). Weights load from a
 local directory or hub id; `trust_remote_code` only when the caller sets it.
 """
 
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 
 from reward_models.labelers.base import LabelResult
 from reward_models.labelers.openai_http import frame_of
@@ -77,8 +79,6 @@ class HFVLMLabeler:
         return [parse_answer(a) for a in answers], [list(t) for t in zip(analyses, answers, strict=True)]
 
     def label(self, pairs: list[Pair]) -> list[LabelResult]:
-        from tqdm import tqdm
-
         results = []
         bar = tqdm(total=len(pairs), desc="vlm label", unit="pair", disable=not self.show_progress, dynamic_ncols=True)
         for s in range(0, len(pairs), self.batch_size):
