@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-demos"
 VERSION = 1
@@ -121,8 +122,6 @@ class DemoDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        from vla_rl.formats import read_versioned_json
-
         index_path = self.path / INDEX
         index = read_versioned_json(index_path, FORMAT, VERSION, DatasetError, f"is {self.path} a vla-rl demo dataset?")
         self.index = _validate_index(index, index_path)
@@ -151,11 +150,7 @@ class DemoDataset:
     def __getitem__(self, i: int) -> Episode:
         entry = self.episodes[i]
         file = self.path / entry["file"]
-        if not file.is_file():
-            raise DatasetError(f"{file}: missing (listed in {self.path / INDEX} as episode {i})")
-        data = file.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise DatasetError(f"{file}: sha256 does not match the index — the file is corrupt or truncated")
+        data = read_checked_bytes(file, entry["sha256"], DatasetError, f"{self.path / INDEX} as episode {i}")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}

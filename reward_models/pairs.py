@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
-from vla_rl.formats import read_versioned_json
+from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-pairs"
 VERSION = 1
@@ -142,11 +142,7 @@ class PairDataset:
     def load(self, i: int) -> Pair:
         e = self.entries[i]
         f = self.path / e["file"]
-        if not f.is_file():
-            raise PairDataError(f"{f}: missing (listed in {self.path / INDEX})")
-        data = f.read_bytes()
-        if hashlib.sha256(data).hexdigest() != e["sha256"]:
-            raise PairDataError(f"{f}: checksum mismatch — the file is corrupt or was modified")
+        data = read_checked_bytes(f, e["sha256"], PairDataError, str(self.path / INDEX))
         with np.load(io.BytesIO(data)) as z:
             arrays = {k: z[k] for k in ("first", "second", "instruction")}
         shape = self.index["image_shape"]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
-from vla_rl.formats import read_versioned_json
+from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-reward-model"
 VERSION = 1
@@ -230,7 +230,7 @@ class RewardEnsemble(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> RewardEnsemble:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         path = Path(path)
         index_path, weights = path / "reward_model.json", path / "weights.safetensors"
@@ -247,10 +247,7 @@ class RewardEnsemble(nn.Module):
             cfg = RewardModelConfig(**cfg_d)
         except (KeyError, TypeError) as e:
             raise RewardModelError(f"{index_path}: field 'config' is invalid ({e})") from e
-        if not weights.is_file():
-            raise RewardModelError(f"{weights}: missing")
-        if hashlib.sha256(weights.read_bytes()).hexdigest() != index.get("weights_sha256"):
-            raise RewardModelError(f"{weights}: checksum mismatch — the file is corrupt or was modified")
+        data = read_checked_bytes(weights, index.get("weights_sha256"), RewardModelError, str(index_path))
         model = cls(cfg)
-        model.load_state_dict({k: v.clone() for k, v in load_file(str(weights)).items()})
+        model.load_state_dict({k: v.clone() for k, v in load(data).items()})
         return model.eval()

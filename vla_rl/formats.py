@@ -1,11 +1,13 @@
 """Reading the project's versioned JSON files with errors that name the file and the field.
 
 Every on-disk format (policies, action statistics, pair datasets, reward models) starts with
-`{"format": NAME, "version": N, ...}`; this is the one place that checks that header.
+`{"format": NAME, "version": N, ...}`; this is the one place that checks that header, and
+`read_checked_bytes` the one place that checks a file against the sha256 its index lists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,3 +31,14 @@ def read_versioned_json(path: str | Path, fmt: str, version: int, error: type[Ex
         if not isinstance(d.get(key), typ):
             raise error(f"{path}: field {key!r} is missing or not a {typ.__name__}")
     return d
+
+
+def read_checked_bytes(path: str | Path, sha256: str | None, error: type[Exception], listed_in: str = "") -> bytes:
+    """The bytes of `path`, after checking they hash to `sha256` (the digest its index recorded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: missing{f' (listed in {listed_in})' if listed_in else ''}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise error(f"{path}: checksum mismatch — the file is corrupt or truncated, or was modified")
+    return data
