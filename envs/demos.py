@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.errors import VLARLError
 from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-demos"
@@ -61,7 +62,7 @@ def env_facts(env) -> dict[str, Any]:
     }
 
 
-class DatasetError(ValueError):
+class DatasetError(VLARLError):
     """A dataset is missing, corrupt or incompatible; the message names the file and the field."""
 
 
@@ -165,6 +166,11 @@ class DemoDataset:
         for i in range(len(self)):
             yield self[i]
 
+    def verify(self) -> None:
+        """Check every episode file against the sha256 in the index (cheap: no decompression)."""
+        for i, entry in enumerate(self.episodes):
+            read_checked_bytes(self.path / entry["file"], entry["sha256"], DatasetError, f"{self.path / INDEX} as episode {i}")
+
 
 class DemoWriter:
     """Creates a dataset or appends to an existing compatible one; each `add` is atomic."""
@@ -172,8 +178,12 @@ class DemoWriter:
     def __init__(self, path: str | Path, env: dict[str, Any]):
         self.path = Path(path)
         env = {k: (list(v) if isinstance(v, tuple) else v) for k, v in env.items()}
-        if (self.path / INDEX).exists():
-            self.index = DemoDataset(self.path).index
+        from vla_rl.outputs import DEMOS, existing_output
+
+        if existing_output(self.path, DEMOS):
+            existing = DemoDataset(self.path)
+            existing.verify()  # never append to a dataset whose files are already corrupt
+            self.index = existing.index
             for k in ENV_FIELDS:
                 if self.index[k] != env[k]:
                     raise DatasetError(
@@ -181,8 +191,6 @@ class DemoWriter:
                         f"dataset but {env[k]!r} for this run; write to a new --out directory"
                     )
         else:
-            if self.path.exists() and any(self.path.iterdir()):
-                raise DatasetError(f"{self.path}: exists, is not empty and has no {INDEX}; refusing to write into it")
             self.index = {"format": FORMAT, "version": VERSION, **{k: env[k] for k in ENV_FIELDS}, "episodes": [], "collections": []}
 
     def begin_collection(self, info: dict[str, Any]) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from vla_rl.errors import VLARLError
 
-class ConfigError(ValueError):
+
+class ConfigError(VLARLError):
     """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+class ActionError(VLARLError):
+    """An action that does not fit the env (wrong size, NaN or inf); the message names the env."""
 
 
 def check_range(field: str, value: Any, low: float, high: float) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.errors import ConfigError
+
 PAD_ID = 0
 VOCAB_SIZE = 257  # 256 byte values + padding
 
@@ -18,7 +20,7 @@ def encode_instruction(text: str, length: int) -> np.ndarray:
     """Encode `text` as `length` int64 ids (UTF-8 byte + 1, right-padded with 0)."""
     data = text.encode("utf-8")
     if len(data) > length:
-        raise ValueError(
+        raise ConfigError(
             f"instruction {text!r} is {len(data)} bytes long but env_options.instruction_length is "
             f"{length}; raise instruction_length to at least {len(data)}"
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from envs.errors import ConfigError
+
 _SLOW_FLAGS = (
     mujoco.mjtRndFlag.mjRND_SHADOW,
     mujoco.mjtRndFlag.mjRND_REFLECTION,
@@ -22,7 +24,7 @@ class FastRenderer:
     def __init__(self, model: mujoco.MjModel, size: int, camera: str, flip_vertical: bool = False):
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             names = [model.camera(i).name for i in range(model.ncam)]
-            raise ValueError(f"unknown camera {camera!r}; this model has cameras {names}")
+            raise ConfigError(f"env_options.camera={camera!r} is not a camera of this task; choose one of {names}")
         self._renderer = mujoco.Renderer(model, size, size)
         for flag in _SLOW_FLAGS:
             self._renderer.scene.flags[flag] = 0

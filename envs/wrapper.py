@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.backend import TaskBackend, TaskStatus
+from envs.errors import ActionError
 from envs.instruction import VOCAB_SIZE, encode_instruction
 from envs.options import EnvOptions
 
@@ -84,12 +85,12 @@ class VLAEnv(gym.Env):
         arr = np.asarray(action, dtype=np.float32)
         expected = self.action_space.shape
         if arr.shape != expected:
-            raise ValueError(
+            raise ActionError(
                 f"{self.task_spec.id}: action has shape {arr.shape} but this env expects {expected} "
                 f"(action_dim={self.task_spec.action_dim})"
             )
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{self.task_spec.id}: action contains NaN or inf: {arr.tolist()}")
+            raise ActionError(f"{self.task_spec.id}: action contains NaN or inf: {arr.tolist()}")
         return np.clip(arr, -1.0, 1.0)
 
     def _observe(self) -> dict[str, np.ndarray]:

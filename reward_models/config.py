@@ -37,9 +37,11 @@ class RewardLabelConfig:
     vlm_model: str = ""
     # hf: allow the checkpoint's own code (off unless you trust it).
     trust_remote_code: bool = False
-    # hf: pairs per batched generate() call, torch device ("cpu", "cuda", "cuda:1"), weight dtype.
+    # hf: pairs per batched generate() call.
     vlm_batch_size: int = 8
+    # hf: torch device of the VLM: cpu, cuda, cuda:N or mps.
     vlm_device: str = "cpu"
+    # hf: weight dtype of the VLM: float32 (CPU), bfloat16 or float16 (GPU).
     vlm_dtype: str = "float32"
     # Ask again with the images swapped; keep only consistent answers.
     swap_check: bool = True
@@ -47,9 +49,11 @@ class RewardLabelConfig:
     base_url: str = "https://api.openai.com/v1"
     # openai: name of the environment variable holding the API key (the key itself is never stored).
     api_key_env: str = "OPENAI_API_KEY"
-    # openai: concurrent requests, seconds per request, attempts per request (429/5xx/timeouts retried).
+    # openai: concurrent requests.
     concurrency: int = 4
+    # openai: seconds to wait for one reply before the request counts as failed (and is retried).
     timeout: float = 60.0
+    # openai: attempts per request; 429, 5xx and timeouts are retried with exponential backoff.
     max_attempts: int = 5
     # openai: answer cache directory (empty = OUT/vlm_cache).
     cache_dir: str = ""
@@ -61,6 +65,10 @@ class RewardLabelConfig:
         check_range("concurrency", self.concurrency, 1, 1024)
         check_range("vlm_batch_size", self.vlm_batch_size, 1, 4096)
         check_choice("vlm_dtype", self.vlm_dtype, ("float32", "bfloat16", "float16"))
+        if self.labeler == "hf":
+            from vla_rl.config import check_device
+
+            check_device("vlm_device", self.vlm_device)
         check_range("timeout", self.timeout, 0.01, 3600)
         check_range("max_attempts", self.max_attempts, 1, 100)
         from reward_models.teachers import TEACHERS
@@ -101,12 +109,16 @@ class RewardTrainConfig:
     # of a 50-pair held-out set stopped members after 1-2 epochs (drawer-open, 500 pairs: 0.86
     # held-out accuracy with patience 5, 0.94 with 10).
     patience: int = 10
+    # Pairs per Adam step.
     batch_size: int = 64
     # Adam learning rate (RL-VLM-F: 3e-4).
     lr: float = 3e-4
     # Fraction of pairs held out for early stopping and the reported accuracy.
     holdout: float = 0.1
+    # Seed of the member initialisations, the held-out split and the batch order.
     seed: int = 0
+    # Replace an earlier reward model in `out` (only a reward model; anything else there is refused).
+    overwrite: bool = False
 
     def validate(self) -> None:
         if not self.pairs:
@@ -133,8 +145,10 @@ class RewardEvalConfig:
     pairs: list[str] = field(default_factory=list)
     # Demo/rollout datasets: Spearman correlation of reward with privileged progress along episodes.
     episodes: list[str] = field(default_factory=list)
-    # Also write the JSON here.
+    # Also write the JSON to this file (refused if it exists, unless --overwrite true).
     out: str = ""
+    # Replace an existing `out` file.
+    overwrite: bool = False
 
     def validate(self) -> None:
         if not self.pairs and not self.episodes:

@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.errors import VLARLError
 from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-pairs"
@@ -44,7 +45,7 @@ LABELS = (0, 1, 0.5)
 REF_FIELDS = {"source": str, "episode": int, "t": int, "length": int}
 
 
-class PairDataError(ValueError):
+class PairDataError(VLARLError):
     """A pair file or index is missing, corrupt or malformed; the message names the file and field."""
 
 
@@ -105,22 +106,39 @@ class PairDataset:
     """Read/append access to a pair directory (created on first write)."""
 
     def __init__(self, path: str | Path, create: bool = False):
+        from vla_rl.outputs import PAIRS, existing_output
+
         self.path = Path(path)
         index_path = self.path / INDEX
-        if not index_path.is_file():
+        exists = existing_output(self.path, PAIRS) if create else index_path.is_file()
+        if not exists:
             if not create:
                 raise PairDataError(f"{index_path}: not found — is {self.path} a vla-rl pair dataset?")
             self.index = {"format": FORMAT, "version": VERSION, "image_shape": None, "instruction_length": None, "pairs": []}
         else:
             index = read_versioned_json(index_path, FORMAT, VERSION, PairDataError, "", {"pairs": list})
             self.index = self._validate(index, index_path)
+            if create:
+                self.verify()  # never append to a dataset whose files are already corrupt
         self._by_id = {e["id"]: i for i, e in enumerate(self.index["pairs"])}
 
     @staticmethod
     def _validate(index: dict, where: Path) -> dict:
+        shape, length = index.get("image_shape", "missing"), index.get("instruction_length", "missing")
+        if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) for x in shape)):
+            raise PairDataError(f"{where}: field 'image_shape'={shape!r} must be [height, width, 3] (or null when empty)")
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool)):
+            raise PairDataError(f"{where}: field 'instruction_length'={length!r} must be an int (or null when empty)")
+        if (shape is None) != (length is None) or (shape is None and index["pairs"]):
+            raise PairDataError(f"{where}: fields 'image_shape' and 'instruction_length' must be set once pairs exist")
         for e in index["pairs"]:
             _check_entry(e, str(where))
         return index
+
+    def verify(self) -> None:
+        """Check every segment file against the sha256 in the index."""
+        for e in self.entries:
+            read_checked_bytes(self.path / e["file"], e["sha256"], PairDataError, str(self.path / INDEX))
 
     # --- reading ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -143,8 +161,11 @@ class PairDataset:
         e = self.entries[i]
         f = self.path / e["file"]
         data = read_checked_bytes(f, e["sha256"], PairDataError, str(self.path / INDEX))
-        with np.load(io.BytesIO(data)) as z:
-            arrays = {k: z[k] for k in ("first", "second", "instruction")}
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("first", "second", "instruction")}
+        except Exception as e:  # noqa: BLE001 - any unreadable archive is reported by name
+            raise PairDataError(f"{f}: cannot be read as a pair segment .npz ({e})") from None
         shape = self.index["image_shape"]
         for side in ("first", "second"):
             a = arrays[side]

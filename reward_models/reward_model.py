@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
+from vla_rl.errors import VLARLError
 from vla_rl.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-reward-model"
@@ -38,7 +39,7 @@ VERSION = 1
 INSTRUCTION_VOCAB = 257  # envs.instruction: UTF-8 bytes + 1, 0 = padding
 
 
-class RewardModelError(ValueError):
+class RewardModelError(VLARLError):
     """Bad observations or a reward-model directory that cannot load; names the file and field."""
 
 
@@ -51,6 +52,17 @@ def _output_layer(cfg: RewardModelConfig) -> nn.Module:
 def _policy_digest(policy_dir: str) -> str | None:
     index = Path(policy_dir) / "policy.json"
     return hashlib.sha256(index.read_bytes()).hexdigest() if policy_dir and index.is_file() else None
+
+
+def _check_config_types(cfg: RewardModelConfig) -> None:
+    for name in ("ensemble_size", "embed_dim", "seed"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value < 1):
+            raise TypeError(f"'{name}'={value!r} must be a positive int")
+    if not (len(cfg.image_shape) == 3 and all(isinstance(x, int) and x > 0 for x in cfg.image_shape)):
+        raise TypeError(f"'image_shape'={list(cfg.image_shape)!r} must be [height, width, 3]")
+    if not isinstance(cfg.instruction_conditioning, bool):
+        raise TypeError(f"'instruction_conditioning'={cfg.instruction_conditioning!r} must be true or false")
 
 
 @dataclass
@@ -211,7 +223,10 @@ class RewardEnsemble(nn.Module):
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
+        from vla_rl.outputs import REWARD_MODEL, check_replaceable
+
         path = Path(path)
+        check_replaceable(path, REWARD_MODEL)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -245,9 +260,24 @@ class RewardEnsemble(nn.Module):
                 raise RewardModelError(f"{index_path}: field 'config.vla_policy' = {cfg_d.get('vla_policy')!r} is missing or "
                                        "changed since the reward model was trained (its policy.json checksum differs)")
             cfg = RewardModelConfig(**cfg_d)
+            _check_config_types(cfg)
         except (KeyError, TypeError) as e:
             raise RewardModelError(f"{index_path}: field 'config' is invalid ({e})") from e
         data = read_checked_bytes(weights, index.get("weights_sha256"), RewardModelError, str(index_path))
-        model = cls(cfg)
-        model.load_state_dict({k: v.clone() for k, v in load(data).items()})
+        try:
+            model = cls(cfg)
+            tensors = load(data)
+        except RewardModelError as e:
+            raise RewardModelError(f"{index_path}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own types on a malformed header
+            raise RewardModelError(f"{weights}: cannot be read as safetensors ({e})") from None
+        own = model.state_dict()
+        missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        shapes = [k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape]
+        if missing or extra or shapes:
+            raise RewardModelError(
+                f"{weights}: tensors do not match the config in {index_path} (ensemble_size={cfg.ensemble_size}, "
+                f"encoder={cfg.encoder!r}): missing {missing[:2]}, unexpected {extra[:2]}, wrong shape {shapes[:2]} — "
+                "the two files do not belong together; train the reward model again")
+        model.load_state_dict({k: v.clone() for k, v in tensors.items()})
         return model.eval()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from envs.demos import DemoDataset
+from envs.errors import ConfigError
 from reward_models.pairs import Pair
 
 METHODS = ("uniform", "disagreement", "entropy")
@@ -51,7 +52,9 @@ def sample_candidates(datasets: list[_Episodes], n: int, segment_length: int, rn
     """`n` uniform pairs of same-instruction segments (images, refs, privileged returns and progress)."""
     flat = [(d, i) for d in datasets for i in range(len(d.image)) if len(d.image[i]) >= segment_length]
     if len(flat) < 1:
-        raise ValueError(f"no episode has {segment_length} observations")
+        longest = max((len(im) for d in datasets for im in d.image), default=0)
+        raise ConfigError(f"segment_length={segment_length}: no episode of {[d.source for d in datasets]} has that many "
+                          f"observations (the longest has {longest}) — lower --segment_length")
     by_text: dict[str, list] = {}
     for d, i in flat:
         by_text.setdefault(d.text[i], []).append((d, i))

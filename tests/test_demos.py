@@ -133,7 +133,10 @@ def test_refuses_non_dataset_directory(tmp_path, episodes_and_env):
     _, env = episodes_and_env
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="not empty"):
+    from vla_rl.outputs import OutputError
+
+    with pytest.raises(OutputError, match="not empty and is not a demo dataset"):
         DemoWriter(tmp_path / "d", env_facts(env))
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["notes.txt"]
     with pytest.raises(DatasetError, match="dataset.json: not found"):
         DemoDataset(tmp_path / "d")

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
+from vla_rl.errors import VLARLError
 
 LAST = "last"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VLARLError):
     """A checkpoint is missing or does not fit the run; the message names the file and field."""
 
 

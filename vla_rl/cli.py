@@ -42,6 +42,8 @@ verbs:
 
 `vla-rl <verb> --help` explains every option of a verb. Options may come from a YAML file
 (--config_path, see experiments/*.yaml) and/or the command line; the command line wins.
+Bad input (an option, a file, an --out that holds something else) is reported in one line
+naming the file or field, and exits with code 2 before anything is written.
 """
 
 
@@ -78,23 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"vla-rl: unknown verb {verb!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from envs.demos import DatasetError
-    from envs.errors import ConfigError
-    from reward_models.pairs import PairDataError
-    from reward_models.reward_model import RewardModelError
-    from vla_rl.checkpoints import CheckpointError
     from vla_rl.config import parse_config
-    from vla_rl.policy.action_tokenizer import ActionTokenizerError
-    from vla_rl.policy.vla_policy import PolicyError
+    from vla_rl.errors import VLARLError
 
     _, config_path, module = VERBS[verb]
     try:
         cfg = parse_config(_load(config_path), rest, prog=f"vla-rl {verb}")
         return int(importlib.import_module(module).run(cfg) or 0)
-    except (ConfigError, DatasetError, PolicyError, CheckpointError, ActionTokenizerError, PairDataError,
-            RewardModelError) as e:
-        print(f"vla-rl {verb}: error: {e}", file=sys.stderr)
-        return 2
+    except VLARLError as e:
+        return _fail(verb, str(e))
+    except OSError as e:  # a user path that cannot be read or written (permissions, a full disk, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(verb, f"{where}{e.strerror or e} — check the path and its permissions")
+    except KeyboardInterrupt:
+        print(f"vla-rl {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(verb: str, message: str) -> int:
+    """The one place a user-facing error is printed: one line, exit code 2."""
+    print(f"vla-rl {verb}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

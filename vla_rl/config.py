@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import draccus
+import yaml
 
 from envs.errors import ConfigError, check_range
 from envs.options import EnvOptions
@@ -71,14 +72,74 @@ class CollectConfig:
             raise ConfigError("out='' : give an output directory, e.g. --out outputs/demos/touch")
 
 
-def parse_config(config_class: type[T], args: Sequence[str], prog: str) -> T:
-    """Parse CLI args (and an optional --config_path YAML) into a validated config."""
+def _config_path_arg(args: Sequence[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--config_path" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--config_path="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A config file's YAML mapping; errors name the file (and line) and say what a config file is."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found — give a YAML file, e.g. experiments/quickstart.yaml")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a directory, not a config file — give a YAML file")
     try:
-        cfg = draccus.parse(config_class=config_class, args=list(args), prog=prog, exit_on_error=False)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not a text file — give a YAML config file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}) — fix the file") from None
+    if not isinstance(data, dict):
+        got = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}: is {got}; a config file is a YAML mapping of options (option: value per line)")
+    return data
+
+
+def parse_config(config_class: type[T], args: Sequence[str], prog: str) -> T:
+    """Parse CLI args (and an optional --config_path YAML) into a validated config.
+
+    The file is checked on its own first, so an error in it names the file rather than the merge.
+    """
+    path = _config_path_arg(args)
+    if path is not None:
+        data = read_yaml_mapping(path)
+        try:
+            draccus.decode(config_class, data)
+        except (draccus.utils.DecodingError, draccus.utils.DraccusException) as e:
+            raise ConfigError(f"{path}: {e} — fix the file (`{prog} --help` lists the options)") from None
+    try:
+        parser = draccus.argparsing.ArgumentParser(config_class=config_class, exit_on_error=False, prog=prog)
+        _tidy_help(parser.parser)
+        cfg = parser.parse_args(list(args))
     except (draccus.utils.DecodingError, draccus.utils.DraccusException) as e:
-        raise ConfigError(f"bad config: {e} (see `{prog} --help`)") from None
+        raise ConfigError(f"bad option: {e} (see `{prog} --help`)") from None
     cfg.validate()
     return cfg
+
+
+def _tidy_help(parser) -> None:
+    """draccus 0.11.6 lists `--<nested>` (a YAML file for a nested group) twice in --help; once, and say what it is."""
+    for group in parser._action_groups:
+        seen: set[tuple[str, ...]] = set()
+        kept = []
+        for action in group._group_actions:
+            if tuple(action.option_strings) not in seen:
+                seen.add(tuple(action.option_strings))
+                kept.append(action)
+        group._group_actions[:] = kept
+    for action in {id(a): a for g in parser._action_groups for a in g._group_actions}.values():
+        if action.help and action.help.startswith("Config file for "):
+            action.help = f"a YAML file of {action.help[len('Config file for '):]} settings (fields below)"
+        elif action.dest == "config_path":
+            action.help = "a YAML file of options (e.g. experiments/quickstart.yaml); the command line overrides it"
 
 
 def config_to_yaml(cfg) -> str:
@@ -95,16 +156,35 @@ def save_config(cfg, path: str | Path) -> Path:
 
 
 def load_config(config_class: type[T], path: str | Path) -> T:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    """A config saved by `save_config` (e.g. a run's resolved options), validated."""
+    data = read_yaml_mapping(path)
     try:
-        with open(path) as f:
-            cfg = draccus.load(config_class, f)
-    except draccus.utils.DecodingError as e:
+        cfg = draccus.decode(config_class, data)
+    except (draccus.utils.DecodingError, draccus.utils.DraccusException) as e:
         raise ConfigError(f"{path}: {e}") from None
     cfg.validate()
     return cfg
+
+
+def check_device(field_name: str, device: str) -> None:
+    """Refuse a torch device this machine does not have, before anything loads onto it."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{field_name}={device!r} is not a torch device — use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"{field_name}={device!r}: this torch has no CUDA device "
+                              f"(torch {torch.__version__}) — use --{field_name} cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"{field_name}={device!r}: only {n} CUDA device(s) here (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{field_name}={device!r}: MPS is not available here — use --{field_name} cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{field_name}={device!r}: unsupported device type — use cpu, cuda, cuda:N or mps")
 
 
 @dataclass
@@ -151,10 +231,13 @@ class PretrainConfig:
     out: str = "outputs/pretrain"
     # Optimizer steps in total (the cosine schedule spans them).
     steps: int = 3000
+    # Samples (decisions) per optimizer step, drawn uniformly from all demo steps.
     batch_size: int = 32
     # Peak learning rate (AdamW; 3e-4 suits the from-scratch presets, ~2e-5 a pretrained VLM as OpenVLA).
     lr: float = 3e-4
+    # AdamW decoupled weight decay on matrices (biases and norms excluded); 0.01 as LeRobot's default.
     weight_decay: float = 0.01
+    # Linear warm-up steps before the cosine decay; must not exceed `steps`.
     warmup_steps: int = 100
     # Clip the gradient norm to this (0 = off).
     grad_clip: float = 1.0
@@ -162,17 +245,22 @@ class PretrainConfig:
     augment_shift: int = 4
     # Evaluate in the demos' env every N steps and at the end (0 = only at the end; -1 = never).
     eval_every: int = 0
+    # Episodes per evaluation (fixed seeds 10000, 10001, ...; greedy decoding).
     eval_episodes: int = 20
     # Save a checkpoint every N steps (and always at the end).
     save_every: int = 500
     # Print / log metrics every N steps.
     log_every: int = 25
+    # Seed of the model initialisation, batch sampling and augmentation.
     seed: int = 0
     # Continue the run in `out` from checkpoints/last (same options required).
     resume: bool = False
     # Stop after this many steps in this invocation (0 = run to `steps`); resume later with --resume true.
     stop_after: int = 0
+    # Torch device: cpu, cuda, cuda:N or mps.
     device: str = "cpu"
+    # Replace an earlier pretrain run in `out` (only a pretrain run; anything else there is refused).
+    overwrite: bool = False
 
     def validate(self) -> None:
         self.policy.validate()
@@ -184,6 +272,10 @@ class PretrainConfig:
         check_range("lr", self.lr, 1e-9, 1.0)
         check_range("weight_decay", self.weight_decay, 0.0, 10.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10**9)
+        if self.warmup_steps > self.steps:
+            raise ConfigError(f"warmup_steps={self.warmup_steps} exceeds steps={self.steps}: the run would never reach "
+                              f"its peak lr — lower --warmup_steps (e.g. {max(self.steps // 10, 0)})")
+        check_device("device", self.device)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("augment_shift", self.augment_shift, 0, 64)
         check_range("eval_every", self.eval_every, -1, 10**9)
@@ -201,6 +293,7 @@ class EvalConfig:
     # Environment id; empty = the env of the policy's training demos.
     env: str = ""
     env_options: EnvOptions = field(default_factory=EnvOptions)
+    # Number of episodes (the success rate's 95 % Wilson interval narrows as 1/sqrt(episodes)).
     episodes: int = 50
     # Output directory for eval.json and videos/.
     out: str = "outputs/eval"
@@ -208,12 +301,16 @@ class EvalConfig:
     seed: int = 1000
     # Argmax decoding (default); false samples at `temperature`.
     greedy: bool = True
+    # Softmax temperature over the 256 bins when sampling (greedy false); 1 = the policy's own distribution.
     temperature: float = 1.0
     # Episodes run at once (batched through one act() call).
     num_envs: int = 8
     # Record mp4s of the first N episodes.
     videos: int = 3
+    # Torch device: cpu, cuda, cuda:N or mps.
     device: str = "cpu"
+    # Replace an earlier evaluation in `out` (only an evaluation; anything else there is refused).
+    overwrite: bool = False
 
     def validate(self) -> None:
         if not self.policy:
@@ -231,3 +328,4 @@ class EvalConfig:
         check_range("videos", self.videos, 0, 1000)
         check_range("temperature", self.temperature, 1e-4, 100.0)
         check_range("seed", self.seed, 0, 2**31 - 1)
+        check_device("device", self.device)

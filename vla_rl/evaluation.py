@@ -31,6 +31,26 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def check_env_fits(policy, env_id: str, options: EnvOptions) -> None:
+    """Refuse an env whose images, actions or state do not fit the policy — from the task spec, no env built."""
+    from envs.registry import get_spec
+
+    try:
+        spec = get_spec(env_id)
+    except KeyError as e:
+        raise PolicyError(f"env: {e.args[0]}") from None
+    want = tuple(policy.spec.image_size)
+    if (options.image_size, options.image_size) != want:
+        raise PolicyError(f"env {env_id} renders {options.image_size}x{options.image_size} images; the policy was "
+                          f"trained on {want[0]}x{want[1]} (set --env_options.image_size {want[0]})")
+    if spec.action_dim != policy.spec.action_dim:
+        raise PolicyError(f"env {env_id} takes {spec.action_dim}-D actions; the policy emits "
+                          f"{policy.spec.action_dim}-D actions — evaluate it on a task of its own action space")
+    if policy.spec.use_state and spec.state_dim != policy.spec.state_dim:
+        raise PolicyError(f"env {env_id} has a {spec.state_dim}-D state; the policy reads a {policy.spec.state_dim}-D "
+                          "state — evaluate it on a task of its own observation space")
+
+
 @dataclass
 class _Slot:
     env: Any
@@ -49,7 +69,7 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
     from vla_rl.video import annotate
 
     options = options or EnvOptions()
-    spec_image = tuple(policy.spec.image_size)
+    check_env_fits(policy, env_id, options)
     num_envs = max(1, min(num_envs, episodes))
     slots = [_Slot(make_env(env_id, options)) for _ in range(num_envs)]
     generator = torch.Generator().manual_seed(seed)
@@ -69,14 +89,6 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
             slot.frames.append(annotate(slot.obs["image"], [f"episode {slot.episode} seed {seed + slot.episode}"]))
 
     try:
-        env0 = slots[0].env
-        if tuple(env0.observation_space["image"].shape[:2]) != spec_image:
-            shape = env0.observation_space["image"].shape
-            raise PolicyError(f"env {env_id} renders {shape[0]}x{shape[1]} images; the policy was trained on "
-                              f"{spec_image[0]}x{spec_image[1]} (set --env_options.image_size {spec_image[0]})")
-        if env0.action_space.shape[0] != policy.spec.action_dim:
-            raise PolicyError(f"env {env_id} takes {env0.action_space.shape[0]}-D actions; the policy emits "
-                              f"{policy.spec.action_dim}-D actions")
         for s in slots:
             start(s)
         while any(s.episode >= 0 for s in slots):

@@ -34,11 +34,18 @@ class HFVLMLabeler:
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        from vla_rl.hub import ModelSourceError, check_model_source
+
         self.model_id = model
         self.name = f"hf:{model}"
-        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtypes[dtype],
-                                                                 trust_remote_code=trust_remote_code).to(device).eval()
+        source = check_model_source(model, "vlm_model")
+        try:
+            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtypes[dtype],
+                                                                     trust_remote_code=trust_remote_code).to(device).eval()
+        except (OSError, ValueError) as e:
+            raise ModelSourceError(f"vlm_model={model!r}: cannot load an image-text-to-text model and its processor "
+                                   f"({' '.join(str(e).split())[:300]})") from None
         self.max_new_tokens, self.swap_check, self.device = max_new_tokens, swap_check, device
         self.batch_size, self.show_progress = batch_size, show_progress
         self.placeholder = getattr(self.processor, "image_token", None) or "<image>"

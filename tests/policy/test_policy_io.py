@@ -69,10 +69,30 @@ def test_hf_checkpoint_loads_through_the_same_path(tiny_policy, obs_batch, tmp_p
     assert torch.equal(policy.act(obs, greedy=True).tokens, built.act(obs, greedy=True).tokens)
 
 
-def test_hf_missing_checkpoint_is_a_clear_error(tmp_path):
+def test_hf_missing_checkpoint_fails_at_once_without_the_hub(tmp_path, monkeypatch):
+    """A mistyped local path must not be retried against the hub as an id."""
+    from vla_rl.hub import ModelSourceError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     at = ActionTokenizer((-1.0,), (1.0,))
-    with pytest.raises(PolicyError, match="cannot load"):
+    with pytest.raises(ModelSourceError, match="no such directory"):
         policy_from_hf(str(tmp_path / "nope"), at, state_dim=1, image_size=(64, 64))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelSourceError, match="no such directory"):  # `org` is a local directory
+        policy_from_hf("runs/modle", at, state_dim=1, image_size=(64, 64))
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        policy_from_hf(str(tmp_path / "runs"), at, state_dim=1, image_size=(64, 64))
+
+
+def test_unsupported_architecture_is_refused_before_weights_load(tmp_path):
+    from transformers import Qwen2Config
+
+    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                vocab_size=300).save_pretrained(tmp_path / "qwen")  # a config only: no weights to read
+    at = ActionTokenizer((-1.0,), (1.0,))
+    with pytest.raises(PolicyError, match="model_type 'qwen2' is not supported"):
+        policy_from_hf(str(tmp_path / "qwen"), at, state_dim=1, image_size=(64, 64))
 
 
 def test_corrupt_or_missing_files_are_named(tiny_policy, tmp_path):
@@ -110,3 +130,27 @@ def test_saving_over_an_existing_policy_replaces_it_whole(tiny_policy, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
     loaded = VLAPolicy.from_pretrained(tmp_path / "p")
     assert not loaded.has_lora
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics3"])
+def test_decoding_runs_the_same_kernels_whether_or_not_weights_require_grad(tiny_policy, obs_batch, family):
+    """The cause of a round-trip failure seen on some CPUs: torch's matmul folds a strided 3-D input
+    into mm when the 2-D weight requires grad and uses bmm otherwise, even under no_grad — so a
+    frozen and a trainable copy of the same weights rounded differently. Both must run the same ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    policy = tiny_policy(family=family, chunk_size=2)
+    obs = obs_batch(3)
+
+    def ops_and_logp():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = policy.act(obs, greedy=True)
+            ev = policy.evaluate(obs, out.tokens)
+        counts = {e.key: e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::bmm", "aten::addmm")}
+        return counts, out.logp, ev.logp.detach()
+
+    trainable = ops_and_logp()
+    policy.requires_grad_(False)
+    frozen = ops_and_logp()
+    assert trainable[0] == frozen[0]
+    assert torch.equal(trainable[1], frozen[1]) and torch.equal(trainable[2], frozen[2])

@@ -13,7 +13,8 @@ from vla_rl.evaluation import wilson_interval
 def trained(touch_demos, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "run"
     assert main(["pretrain", "--demos", f"[{touch_demos}]", "--out", str(out), "--policy.preset", "tiny",
-                 "--policy.chunk_size", "2", "--steps", "10", "--batch_size", "8", "--eval_every", "-1"]) == 0
+                 "--policy.chunk_size", "2", "--steps", "10", "--warmup_steps", "1", "--batch_size", "8",
+                 "--eval_every", "-1"]) == 0
     return out / "checkpoints/last/pretrained_model"
 
 

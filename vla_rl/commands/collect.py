@@ -16,10 +16,12 @@ from envs.experts import ScriptedExpert
 from envs.registry import make_env
 from vla_rl import __version__
 from vla_rl.config import CollectConfig, save_config
+from vla_rl.outputs import DEMOS, prepare_output
 
 
 def run(cfg: CollectConfig) -> int:
     out = Path(cfg.out)
+    prepare_output(out, DEMOS, append=True)
     env = make_env(cfg.env, cfg.env_options)
     try:
         writer = DemoWriter(out, env_facts(env))

@@ -20,19 +20,28 @@ from vla_rl.config import EvalConfig, save_config
 
 def run(cfg: EvalConfig) -> int:
     from envs import EnvOptions
-    from vla_rl.evaluation import evaluate_policy
+    from envs.errors import ConfigError
+    from vla_rl.evaluation import check_env_fits, evaluate_policy
+    from vla_rl.outputs import EVAL, clear_output, prepare_output
     from vla_rl.policy import VLAPolicy
 
+    out = Path(cfg.out)
+    replace = prepare_output(out, EVAL, overwrite=cfg.overwrite)
     policy = VLAPolicy.from_pretrained(cfg.policy, device=cfg.device)
     env_id = cfg.env or policy.spec.train_env
     if not env_id:
-        from envs.errors import ConfigError
-
         raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
     options = cfg.env_options
     if not cfg.env and policy.spec.train_env_options and options == EnvOptions():
-        options = EnvOptions(**policy.spec.train_env_options)  # evaluate where it was trained
-    out = Path(cfg.out)
+        try:
+            options = EnvOptions(**policy.spec.train_env_options)  # evaluate where it was trained
+            options.validate()
+        except (TypeError, ConfigError) as e:
+            raise ConfigError(f"{Path(cfg.policy) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
+                              "pass --env and --env_options explicitly") from None
+    check_env_fits(policy, env_id, options)  # validate everything, then write
+    if replace:
+        clear_output(out, EVAL)
     save_config(cfg, out / "eval_config.yaml")
     start = time.perf_counter()
     with tqdm(total=cfg.episodes, desc=f"eval {env_id}", unit="ep", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -14,6 +14,7 @@ Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -32,11 +33,12 @@ from vla_rl.checkpoints import (
     save_checkpoint,
 )
 from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
+from vla_rl.outputs import PRETRAIN_RUN, OutputError, clear_output, existing_output, prepare_output
 from vla_rl.schedules import warmup_cosine
 
 CONFIG_FILE = "pretrain_config.yaml"
 # Options that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("resume", "stop_after", "eval_every", "eval_episodes", "log_every", "device")
+RESUMABLE_CHANGES = ("resume", "stop_after", "eval_every", "eval_episodes", "log_every", "device", "overwrite")
 
 
 def build_initial_policy(cfg: PretrainConfig, data: BCData):
@@ -84,19 +86,31 @@ def run(cfg: PretrainConfig) -> int:
     root = out / "checkpoints"
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    if cfg.resume:
+        if not existing_output(out, PRETRAIN_RUN):
+            raise CheckpointError(f"{out / CONFIG_FILE}: missing — {out} is not a pretrain run to resume "
+                                  "(drop --resume to start one)")
+        _check_resumable(cfg, out)
+    elif existing_output(out, PRETRAIN_RUN) and not cfg.overwrite:
+        raise OutputError(f"{out}: already holds a pretrain run — pass --resume true to continue it, --overwrite true "
+                          "to replace it, or give another --out")
+    else:
+        replace = prepare_output(out, PRETRAIN_RUN, overwrite=cfg.overwrite)
     data = BCData.load(cfg.demos, cfg.policy.chunk_size, cfg.max_episodes)
     if cfg.resume:
-        _check_resumable(cfg, out)
         ckpt = latest(root)
         if ckpt is None:
-            raise CheckpointError(f"{root / 'last'}: no checkpoint to resume from")
+            raise CheckpointError(f"{root / 'last'}: no checkpoint to resume from (the run stopped before its first "
+                                  "save) — start again with --overwrite true")
         policy = VLAPolicy.from_pretrained(ckpt / "pretrained_model", trainable=True, device=cfg.device)
     else:
-        if latest(root) is not None:
-            raise ConfigError(f"{root} already holds checkpoints: pass --resume true to continue, or another --out")
-        policy = build_initial_policy(cfg, data).to(cfg.device)
+        policy = build_initial_policy(cfg, data).to(cfg.device)  # every input checked before anything is written
         policy.train()
-        save_config(cfg, out / CONFIG_FILE)
+        if replace:
+            clear_output(out, PRETRAIN_RUN)
+        # The saved config describes the whole run, not this invocation: replaying it with
+        # --config_path runs all `steps` (an interrupted or resumed invocation's stop_after is not kept).
+        save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if p.ndim >= 2]
     no_decay = [p for n, p in named if p.ndim < 2]

@@ -41,10 +41,18 @@ def run(cfg: RewardEvalConfig) -> int:
     from reward_models.reward_model import RewardEnsemble
     from reward_models.training import PairArrays, pair_metrics
 
+    from reward_models.pairs import PairDataError
+    from vla_rl.outputs import prepare_output_file
+
+    if cfg.out:
+        prepare_output_file(cfg.out, cfg.overwrite)
     model = RewardEnsemble.load(cfg.model)
     result: dict = {"model": cfg.model}
     if cfg.pairs:
         pairs = [p for path in cfg.pairs for p in PairDataset(path)]
+        if not any(p.status == "labeled" for p in pairs):
+            raise PairDataError(f"{cfg.pairs}: none of the {len(pairs)} pairs is labelled, so there is nothing to score — "
+                                "label them (`vla-rl reward label --retry_unlabeled true --out DIR`) or pass --episodes only")
         result.update(pair_metrics(model, PairArrays.from_pairs(pairs)))
         with_gt = [p for p in pairs if p.gt_return is not None and p.gt_return[0] != p.gt_return[1]]
         labelled = [p for p in with_gt if p.status == "labeled" and p.label != 0.5]

@@ -48,6 +48,9 @@ def run(cfg: RewardLabelConfig) -> int:
     from reward_models.pairs import PairDataset
     from reward_models.segments import load_episodes, sample_candidates, select_pairs
 
+    from vla_rl.outputs import PAIRS, prepare_output
+
+    prepare_output(cfg.out, PAIRS, append=True)
     rng = np.random.default_rng(cfg.seed)
     ds = PairDataset(cfg.out, create=True)
     if cfg.retry_unlabeled:

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from vla_rl.atomic_io import atomic_write_json
+from vla_rl.errors import VLARLError
 
 FORMAT = "vla-rl-action-tokenizer"
 VERSION = 1
 MIN_WIDTH = 1e-6  # a constant demo dimension still gets a non-empty range
 
 
-class ActionTokenizerError(ValueError):
+class ActionTokenizerError(VLARLError):
     """Bad statistics or actions; the message names the file or argument and the field."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vla_rl.errors import VLARLError
+
 
 @dataclass(frozen=True)
 class BackbonePreset:
@@ -41,7 +43,7 @@ PRESETS: dict[str, BackbonePreset] = {
 }
 
 
-class BackboneError(ValueError):
+class BackboneError(VLARLError):
     """An unsupported family or preset, or an image the backbone cannot take."""
 
 
@@ -95,7 +97,8 @@ class LlavaFamily(Family):
             SiglipImageProcessorPil,
         )
 
-        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size)),
+        # No attention-pooling head: LLaVA reads the patch features, the pooled output would be computed and dropped.
+        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False),
                              text_config=_text_config(preset, tokenizer),
                              image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
                              vision_feature_select_strategy="full", vision_feature_layer=-1)

@@ -42,16 +42,26 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
     As OpenVLA does with Llama, the last 256 ids of the model's vocabulary become the action bins.
     `trust_remote_code` is passed through only when the caller sets it.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    from vla_rl.hub import check_model_source
+    from vla_rl.policy.backbones import FAMILIES
     from vla_rl.policy.vla_policy import DTYPES
 
+    name_or_path = check_model_source(name_or_path, "policy.base_model")
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
+    except (OSError, ValueError) as e:
+        raise PolicyError(f"{name_or_path}: cannot load the model config ({' '.join(str(e).split())[:300]})") from None
+    if model_type not in FAMILIES:  # refused before any weight is read
+        raise PolicyError(f"{name_or_path}: model_type {model_type!r} is not supported as a VLA backbone; supported: "
+                          f"{sorted(FAMILIES)} (LLaVA and Idefics3/SmolVLM architectures)")
     try:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                             trust_remote_code=trust_remote_code)
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({e})") from e
+        raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({' '.join(str(e).split())[:300]})") from None
     get_family(model.config.model_type).adapt_processor(processor, int(model.config.vision_config.image_size))
     n_vocab = model.get_output_embeddings().weight.shape[0]
     at = dataclasses.replace(action_tokenizer, token_offset=n_vocab - action_tokenizer.n_bins)

@@ -24,7 +24,7 @@ import torch
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
 from vla_rl.policy.action_tokenizer import ActionTokenizer, ActionTokenizerError
-from vla_rl.policy.vla_policy import PolicyError, PolicySpec, VLAPolicy
+from vla_rl.policy.vla_policy import DTYPES, PolicyError, PolicySpec, VLAPolicy
 
 FORMAT = "vla-rl-policy"
 VERSION = 1
@@ -54,7 +54,10 @@ def save_policy(policy: VLAPolicy, path: str | Path) -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Writing model shards" bars would drown the trainer's
+    from vla_rl.outputs import POLICY, check_replaceable
+
     path = Path(path)
+    check_replaceable(path, POLICY)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,12 +86,65 @@ def read_index(path: Path) -> dict:
 
 
 def verify_files(path: Path, files: dict[str, str]) -> None:
+    """Every file in the directory is listed in policy.json with its sha256, and matches it.
+
+    Loading reads whatever transformers and peft find under base/ and adapter/, so an unlisted file
+    is refused too: a coverage gap would let a swapped or corrupted file load unchecked.
+    """
+    present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {INDEX}
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise PolicyError(f"{path / unlisted[0]}: not listed in {path / INDEX} (field 'files'), so it cannot be "
+                          "verified — remove it, or save the policy again")
     for rel, digest in files.items():
         f = path / rel
+        if not isinstance(digest, str):
+            raise PolicyError(f"{path / INDEX}: field 'files.{rel}' must be a sha256 string, got {digest!r}")
         if not f.is_file():
             raise PolicyError(f"{f}: missing (listed in {path / INDEX})")
         if _sha256(f) != digest:
             raise PolicyError(f"{f}: checksum mismatch — the file is corrupt or was modified after saving")
+
+
+def _spec_from_index(spec_d: dict, where: Path) -> PolicySpec:
+    """PolicySpec from policy.json's 'spec', each field type-checked (a dataclass checks nothing)."""
+    kinds = {"action_dim": int, "state_dim": int, "chunk_size": int, "use_state": bool, "max_prompt_tokens": int,
+             "prompt_template": str, "dtype": str, "value_hidden": int, "lora": dict, "train_env": str,
+             "train_env_options": dict}
+    spec_d = dict(spec_d)
+    for key, kind in kinds.items():
+        if key not in spec_d:
+            if key in ("action_dim", "state_dim"):
+                raise PolicyError(f"{where}: field 'spec.{key}' is missing")
+            continue
+        value = spec_d[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise PolicyError(f"{where}: field 'spec.{key}'={value!r} must be a {kind.__name__}")
+    size = spec_d.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x > 0 for x in size)):
+        raise PolicyError(f"{where}: field 'spec.image_size'={size!r} must be [height, width]")
+    spec_d["image_size"] = tuple(size)
+    if spec_d.get("dtype", "float32") not in DTYPES:
+        raise PolicyError(f"{where}: field 'spec.dtype'={spec_d['dtype']!r}; choose one of {sorted(DTYPES)}")
+    try:
+        return PolicySpec(**spec_d)
+    except TypeError as e:
+        raise PolicyError(f"{where}: field 'spec' is invalid ({e})") from None
+
+
+def _check_architecture(path: Path) -> None:
+    """Refuse an unsupported model family from base/config.json, before any weight is read."""
+    import json
+
+    from vla_rl.policy.backbones import FAMILIES
+
+    config = path / "base" / "config.json"
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise PolicyError(f"{config}: cannot be read as a transformers config ({e})") from None
+    if model_type not in FAMILIES:
+        raise PolicyError(f"{config}: field 'model_type'={model_type!r} is not supported; supported: {sorted(FAMILIES)}")
 
 
 def load_policy(path: str | Path, trainable: bool = False, device: str | torch.device = "cpu") -> VLAPolicy:
@@ -100,28 +156,34 @@ def load_policy(path: str | Path, trainable: bool = False, device: str | torch.d
     path = Path(path)
     index = read_index(path)
     verify_files(path, index["files"])
-    spec_d = dict(index["spec"])
-    try:
-        spec_d["image_size"] = tuple(spec_d["image_size"])
-        spec = PolicySpec(**spec_d)
-    except (KeyError, TypeError) as e:
-        raise PolicyError(f"{path / INDEX}: field 'spec' is invalid ({e})") from e
+    spec = _spec_from_index(index["spec"], path / INDEX)
     try:
         action_tokenizer = ActionTokenizer.load(path / "action_tokenizer.json")
     except ActionTokenizerError as e:
         raise PolicyError(str(e)) from e
+    if action_tokenizer.action_dim != spec.action_dim:
+        raise PolicyError(f"{path / 'action_tokenizer.json'}: has {action_tokenizer.action_dim} action dimensions but "
+                          f"{path / INDEX} field 'spec.action_dim' is {spec.action_dim} — the two files do not belong "
+                          "together; save the policy again")
+    _check_architecture(path)
     model = AutoModelForImageTextToText.from_pretrained(path / "base", local_files_only=True)
     processor = AutoProcessor.from_pretrained(path / "base", local_files_only=True)
     if (path / "adapter").is_dir():
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path / "adapter", is_trainable=trainable)
-    policy = VLAPolicy(model, processor, action_tokenizer, spec)
+    try:
+        policy = VLAPolicy(model, processor, action_tokenizer, spec)
+    except PolicyError as e:
+        raise PolicyError(f"{path}: {e}") from None
     heads = load_file(str(path / "heads.safetensors"))
     own = {k: v for k, v in policy.state_dict().items() if k.startswith(("value_head.", "state_proj."))}
     if set(heads) != set(own):
         raise PolicyError(f"{path / 'heads.safetensors'}: tensors {sorted(set(heads) ^ set(own))} do not match the spec")
-    policy.load_state_dict(heads, strict=False)
+    try:
+        policy.load_state_dict(heads, strict=False)
+    except RuntimeError as e:
+        raise PolicyError(f"{path / 'heads.safetensors'}: tensors do not fit the spec ({str(e).splitlines()[-1]})") from None
     if policy.has_lora and policy.state_proj is not None:
         policy.state_proj.requires_grad_(False)
     with torch.no_grad():  # own, aligned memory (not safetensors' mmap): bit-identical numerics to the saver's

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_rl.errors import VLARLError
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.backbones import get_family, normalize_images
 from vla_rl.policy.text_tokenizer import STATE_TOKEN
@@ -36,7 +37,7 @@ LM_LORA_TARGETS = r".*(language_model|text_model)\..*\.(q_proj|k_proj|v_proj|o_p
 VISION_LORA_TARGETS = r".*(vision_tower|vision_model)\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
 
 
-class PolicyError(ValueError):
+class PolicyError(VLARLError):
     """Observations or tokens that do not fit the policy, or a policy directory that cannot load."""
 
 
@@ -132,6 +133,8 @@ class VLAPolicy(nn.Module):
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                             init_lora_weights=init_lora_weights)
         self.model = get_peft_model(self.model, config)
+        if not isinstance(self.base_model.get_output_embeddings(), nn.Linear):
+            raise PolicyError("LoRA on the LM head is not supported: the bin logits read its weight rows directly")
         if self.state_proj is not None:
             self.state_proj.requires_grad_(False)
         self.spec.lora = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
@@ -212,16 +215,27 @@ class VLAPolicy(nn.Module):
         return {"embeds": embeds, "mask": mask, "positions": positions, "pixels": self.family.pixel_kwargs(pixels)}
 
     # --- the two passes ---------------------------------------------------------------------------
-    def _forward(self, embeds, mask, positions, pixels=None, past=None, keep: int = 1, use_cache: bool = False):
-        return self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=past,
-                          use_cache=use_cache, output_hidden_states=True, logits_to_keep=keep, **(pixels or {}))
+    def _forward(self, embeds, mask, positions, pixels=None, past=None, use_cache: bool = False):
+        """The transformer without its LM head (LoRA layers inside stay active): last hidden states + cache."""
+        return self.base_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                     past_key_values=past, use_cache=use_cache, **(pixels or {}))
 
-    def _bin_logp(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """log-softmax over the 256 action-bin tokens only (all other logits masked out)."""
+    def _bin_logp(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+        """log-softmax over the 256 action-bin tokens only: the LM head's bin rows on hidden states (..., H).
+
+        Only those rows are computed (the rest of the vocabulary is masked out anyway), on a 2-D
+        contiguous copy: `matmul` on a strided 3-D slice picks mm or bmm depending on whether the
+        head's weight requires grad, which changed log-probs by ~5e-7 between a trainable and a
+        frozen copy of the same weights on some CPUs.
+        """
         if temperature <= 0:
             raise PolicyError(f"temperature={temperature} must be > 0 (use greedy=True for argmax)")
         off, n = self.action_tokenizer.token_offset, self.action_tokenizer.n_bins
-        return F.log_softmax(logits[..., off:off + n].float() / temperature, dim=-1)
+        head = self.base_model.get_output_embeddings()
+        bias = None if head.bias is None else head.bias[off:off + n]
+        flat = hidden.reshape(-1, hidden.shape[-1]).contiguous()
+        logits = F.linear(flat, head.weight[off:off + n], bias).view(*hidden.shape[:-1], n)
+        return F.log_softmax(logits.float() / temperature, dim=-1)
 
     @torch.no_grad()
     def act(self, obs: Mapping[str, Any], temperature: float = 1.0, greedy: bool = False,
@@ -229,13 +243,13 @@ class VLAPolicy(nn.Module):
         """Decode K*D action tokens for a batch of observations (KV-cached)."""
         x = self.prepare(obs)
         out = self._forward(x["embeds"], x["mask"], x["positions"], x["pixels"], use_cache=True)
-        value = self.value_head(out.hidden_states[-1][:, -1])
+        value = self.value_head(out.last_hidden_state[:, -1])
         mask, position = x["mask"], x["positions"][:, -1:]
         embed = self.model.get_input_embeddings()
         tokens, logps, probs = [], [], []
         n = self.spec.n_action_tokens
         for i in range(n):
-            logp_all = self._bin_logp(out.logits[:, -1], temperature)
+            logp_all = self._bin_logp(out.last_hidden_state[:, -1], temperature)
             if greedy:
                 b = logp_all.argmax(-1)
             else:
@@ -269,12 +283,12 @@ class VLAPolicy(nn.Module):
         mask = torch.cat([x["mask"], x["mask"].new_ones(follow.shape)], dim=1)
         steps = torch.arange(1, follow.shape[1] + 1, device=self.device)
         positions = torch.cat([x["positions"], x["positions"][:, -1:] + steps], dim=1)
-        out = self._forward(embeds, mask, positions, x["pixels"], keep=n)
-        logp_all = self._bin_logp(out.logits, temperature)
+        out = self._forward(embeds, mask, positions, x["pixels"])
+        logp_all = self._bin_logp(out.last_hidden_state[:, -n:], temperature)
         logp = logp_all.gather(-1, (tokens - off)[..., None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         prompt_len = x["embeds"].shape[1]
-        value = self.value_head(out.hidden_states[-1][:, prompt_len - 1])
+        value = self.value_head(out.last_hidden_state[:, prompt_len - 1])
         return EvalOutput(logp, entropy, value)
 
     def tokens_for(self, actions: np.ndarray) -> torch.Tensor:
