@@ -76,11 +76,19 @@ def test_time_limit_and_action_repeat(make):
     assert moved[1] == pytest.approx(min(6 * 0.015, 0.2 - start[1]), abs=1e-9)
 
 
-def test_sparse_reward_is_success(make):
-    env = make("tabletop/touch-color", reward_type="sparse")
+@pytest.mark.parametrize("env_id", ["tabletop/touch-color", "metaworld/button-press"])
+def test_sparse_reward_is_success(make, env_id):
+    """1.0 exactly on the step that succeeds (the episode then terminates), 0.0 on every other step."""
+    from envs.collect import rollout_expert
+    from envs.experts import ScriptedExpert
+
+    env = make(env_id, reward_type="sparse", image_size=32)
+    episode = rollout_expert(env, ScriptedExpert(env), seed=0)
+    assert episode.succeeded and episode.success[-1] and not episode.success[:-1].any()
+    np.testing.assert_array_equal(episode.reward, np.eye(episode.length, dtype=np.float32)[-1])
     env.reset(seed=0)
-    _, reward, terminated, _, info = env.step(np.zeros(2))
-    assert reward == float(info["success"]) == float(terminated)
+    _, reward, terminated, _, info = env.step(np.zeros(env.action_space.shape))
+    assert reward == float(info["success"]) == float(terminated) == 0.0
 
 
 def test_unknown_env_id_suggests_close_match():

@@ -65,7 +65,11 @@ class _Slot:
 def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,
                  greedy: bool = True, temperature: float = 1.0, num_envs: int = 8, record: int = 0,
                  progress=None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
-    """Run `episodes` episodes; returns per-episode records and annotated frames of the first `record`."""
+    """Run `episodes` episodes; returns per-episode records and annotated frames of the first `record`.
+
+    `progress` (a tqdm bar) counts env steps out of episodes × max_episode_steps: an episode that
+    ends early adds its unused steps, so the bar moves with every decision and ends at 100 %.
+    """
     from vla_rl.video import annotate
 
     options = options or EnvOptions()
@@ -102,6 +106,8 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
                     s.obs, reward, term, trunc, info = s.env.step(action)
                     s.ret += float(reward)
                     s.length += 1
+                    if progress is not None:
+                        progress.update(1)
                     s.success = s.success or bool(info["success"])
                     if s.episode < record:
                         d = policy.spec.action_dim
@@ -119,7 +125,9 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
                     if s.episode < record:
                         videos[s.episode] = s.frames
                     if progress is not None:
-                        progress.update(1)
+                        progress.update(max(0, s.env.max_episode_steps - s.length))
+                        done_eps = sum(1 for r in records if r)
+                        progress.set_postfix(episodes=done_eps, success=f"{sum(r['success'] for r in records if r) / done_eps:.2f}")
                     start(s)
     finally:
         for s in slots:
@@ -137,6 +145,14 @@ def summarize(records: list[dict]) -> dict[str, Any]:
             "success_rate_ci95": [lo, hi], "mean_return": float(returns.mean()) if n else 0.0,
             "std_return": float(returns.std()) if n else 0.0, "mean_length": float(lengths.mean()) if n else 0.0,
             "lengths": [int(x) for x in lengths]}
+
+
+def progress_total(env_id: str, episodes: int, options: EnvOptions | None = None) -> int:
+    """The step count a `run_episodes` progress bar runs to (episodes × max_episode_steps)."""
+    from envs.registry import get_spec
+
+    options = options or EnvOptions()
+    return episodes * (options.max_episode_steps or get_spec(env_id).max_episode_steps)
 
 
 def evaluate_policy(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,

@@ -30,7 +30,7 @@ class OutputError(VLARLError):
 
 @dataclass(frozen=True)
 class OutputKind:
-    what: str  # "demo dataset"
+    what: str  # "a demo dataset"
     verb: str  # the command that writes it
     marker: str  # the file that identifies it
     names: frozenset[str]  # top-level entries it writes
@@ -39,16 +39,16 @@ class OutputKind:
         return sorted(p.name for p in path.iterdir() if p.name not in self.names and not _TEMP.match(p.name))
 
 
-DEMOS = OutputKind("demo dataset", "vla-rl collect", "dataset.json",
+DEMOS = OutputKind("a demo dataset", "vla-rl collect", "dataset.json",
                    frozenset({"dataset.json", "episodes", "collect_config.yaml"}))
-PAIRS = OutputKind("pair dataset", "vla-rl reward label", "pairs.json", frozenset({"pairs.json", "segments", "vlm_cache"}))
-REWARD_MODEL = OutputKind("reward model", "vla-rl reward train", "reward_model.json",
+PAIRS = OutputKind("a pair dataset", "vla-rl reward label", "pairs.json", frozenset({"pairs.json", "segments", "vlm_cache"}))
+REWARD_MODEL = OutputKind("a reward model", "vla-rl reward train", "reward_model.json",
                           frozenset({"reward_model.json", "weights.safetensors"}))
-POLICY = OutputKind("policy directory", "vla-rl pretrain", "policy.json",
+POLICY = OutputKind("a policy directory", "vla-rl pretrain", "policy.json",
                     frozenset({"policy.json", "action_tokenizer.json", "heads.safetensors", "base", "adapter"}))
-PRETRAIN_RUN = OutputKind("pretrain run", "vla-rl pretrain", "pretrain_config.yaml",
+PRETRAIN_RUN = OutputKind("a pretrain run", "vla-rl pretrain", "pretrain_config.yaml",
                           frozenset({"pretrain_config.yaml", "checkpoints", "metrics.jsonl"}))
-EVAL = OutputKind("evaluation", "vla-rl eval", "eval_config.yaml", frozenset({"eval_config.yaml", "eval.json", "videos"}))
+EVAL = OutputKind("an evaluation", "vla-rl eval", "eval_config.yaml", frozenset({"eval_config.yaml", "eval.json", "videos"}))
 
 
 def existing_output(path: str | Path, kind: OutputKind) -> bool:
@@ -61,7 +61,7 @@ def existing_output(path: str | Path, kind: OutputKind) -> bool:
     if not any(path.iterdir()):
         return False
     if not (path / kind.marker).is_file():
-        raise OutputError(f"{path}: is not empty and is not a {kind.what} (no {kind.marker}); refusing to write "
+        raise OutputError(f"{path}: is not empty and is not {kind.what} (no {kind.marker}); refusing to write "
                           "into it — give a new or empty --out")
     return True
 
@@ -79,12 +79,12 @@ def prepare_output(path: str | Path, kind: OutputKind, overwrite: bool = False, 
     if append:
         return True
     if not overwrite:
-        raise OutputError(f"{path}: already holds a {kind.what} — pass --overwrite true to replace it, "
+        raise OutputError(f"{path}: already holds {kind.what} — pass --overwrite true to replace it, "
                           "or give another --out")
     foreign = kind.foreign_entries(path)
     if foreign:
         raise OutputError(f"{path}: holds {foreign[:3]}, which {kind.verb} did not write; --overwrite replaces only "
-                          f"a {kind.what} — move those away or give another --out")
+                          f"{kind.what} — move those away or give another --out")
     return True
 
 
@@ -105,7 +105,7 @@ def check_replaceable(path: str | Path, kind: OutputKind) -> None:
     if existing_output(path, kind):
         foreign = kind.foreign_entries(path)
         if foreign:
-            raise OutputError(f"{path}: holds {foreign[:3]} besides a {kind.what}; refusing to replace it — move "
+            raise OutputError(f"{path}: holds {foreign[:3]} besides {kind.what}; refusing to replace it — move "
                               "those away or save elsewhere")
 
 

@@ -42,11 +42,13 @@ def test_eval_is_reproducible_and_independent_of_parallelism(trained, tmp_path):
 
 
 def test_sampled_eval_follows_the_seed(trained, tmp_path):
-    base = ["eval", "--policy", str(trained), "--episodes", "2", "--greedy", "false", "--videos", "0"]
-    assert main([*base, "--out", str(tmp_path / "a")]) == 0
-    assert main([*base, "--out", str(tmp_path / "b")]) == 0
-    a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("a", "b"))
-    assert a["per_episode"] == b["per_episode"]
+    """Sampling is reproducible from --seed, and really samples: it differs from greedy decoding."""
+    base = ["eval", "--policy", str(trained), "--episodes", "3", "--videos", "0"]
+    for name, extra in (("a", ["--greedy", "false"]), ("b", ["--greedy", "false"]), ("greedy", [])):
+        assert main([*base, *extra, "--out", str(tmp_path / name)]) == 0
+    a, b, greedy = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("a", "b", "greedy"))
+    assert a["per_episode"] == b["per_episode"] and a["greedy"] is False
+    assert [r["return"] for r in a["per_episode"]] != [r["return"] for r in greedy["per_episode"]]
 
 
 def test_eval_mismatches_are_named(trained, tmp_path, capsys):

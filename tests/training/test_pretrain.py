@@ -57,6 +57,8 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(touch_demos, tmp_pa
     assert main(_args(touch_demos, tmp_path / "a")) == 0
     assert main(_args(touch_demos, tmp_path / "b", "--stop_after", "3")) == 0
     assert (tmp_path / "b/checkpoints/last").resolve().name == "000003"
+    saved = (tmp_path / "b/pretrain_config.yaml").read_text()  # the run's options, not this invocation's
+    assert "stop_after: 0" in saved and "resume: false" in saved
     assert main(_args(touch_demos, tmp_path / "b", "--resume", "true")) == 0
     a, b = tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006"
     pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
@@ -81,6 +83,19 @@ def test_resume_refuses_changed_options_and_fresh_runs_refuse_old_dirs(touch_dem
     assert "--resume true" in capsys.readouterr().err
     assert main(_args(touch_demos, tmp_path / "none", "--resume", "true")) == 2
     assert "pretrain_config.yaml: missing" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_a_pretrain_run_and_nothing_else(touch_demos, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(_args(touch_demos, run, "--stop_after", "3")) == 0
+    assert main(_args(touch_demos, run, "--overwrite", "true", "--steps", "4", "--save_every", "4")) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["000004", "last"]  # the old run is gone
+    assert "steps: 4" in (run / "pretrain_config.yaml").read_text()
+    (run / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(_args(touch_demos, run, "--overwrite", "true")) == 2
+    assert "holds ['notes.txt'], which vla-rl pretrain did not write" in capsys.readouterr().err
+    assert (run / "checkpoints/000004").is_dir() and (run / "notes.txt").read_text() == "mine"
 
 
 def test_corrupt_checkpoint_is_named_on_resume(touch_demos, tmp_path, capsys):

@@ -21,7 +21,7 @@ from vla_rl.config import EvalConfig, save_config
 def run(cfg: EvalConfig) -> int:
     from envs import EnvOptions
     from envs.errors import ConfigError
-    from vla_rl.evaluation import check_env_fits, evaluate_policy
+    from vla_rl.evaluation import check_env_fits, evaluate_policy, progress_total
     from vla_rl.outputs import EVAL, clear_output, prepare_output
     from vla_rl.policy import VLAPolicy
 
@@ -44,7 +44,8 @@ def run(cfg: EvalConfig) -> int:
         clear_output(out, EVAL)
     save_config(cfg, out / "eval_config.yaml")
     start = time.perf_counter()
-    with tqdm(total=cfg.episodes, desc=f"eval {env_id}", unit="ep", file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(total=progress_total(env_id, cfg.episodes, options), desc=f"eval {env_id}", unit="step", file=sys.stderr,
+              dynamic_ncols=True) as bar:
         result = evaluate_policy(policy, env_id, cfg.episodes, cfg.seed, options, cfg.greedy, cfg.temperature,
                                  cfg.num_envs, cfg.videos, out, progress=bar)
     result = {"env": env_id, "policy": str(cfg.policy), **result, "seconds": round(time.perf_counter() - start, 2),

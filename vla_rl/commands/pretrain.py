@@ -79,7 +79,7 @@ def _token_accuracy(policy, obs, tokens) -> float:
 
 
 def run(cfg: PretrainConfig) -> int:
-    from vla_rl.evaluation import evaluate_policy
+    from vla_rl.evaluation import evaluate_policy, progress_total
     from vla_rl.policy import VLAPolicy
 
     out = Path(cfg.out)
@@ -162,7 +162,11 @@ def run(cfg: PretrainConfig) -> int:
             from envs import EnvOptions
 
             options = EnvOptions(**data.env_options) if data.env_options else EnvOptions()
-            last_eval = evaluate_policy(policy, data.env["env_id"], cfg.eval_episodes, seed=10_000, options=options)
+            env_id = data.env["env_id"]
+            with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at step {step}",
+                      unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
+                last_eval = evaluate_policy(policy, env_id, cfg.eval_episodes, seed=10_000, options=options,
+                                            progress=eval_bar)
             last_eval.pop("per_episode")
             with open(metrics_path, "a") as f:
                 f.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in last_eval.items()}}) + "\n")
