@@ -33,7 +33,13 @@ from vla_rl.checkpoints import (
     save_checkpoint,
 )
 from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
-from vla_rl.outputs import PRETRAIN_RUN, OutputError, clear_output, existing_output, prepare_output
+from vla_rl.outputs import (
+    PRETRAIN_RUN,
+    OutputError,
+    clear_output,
+    existing_output,
+    prepare_output,
+)
 from vla_rl.schedules import warmup_cosine
 
 CONFIG_FILE = "pretrain_config.yaml"

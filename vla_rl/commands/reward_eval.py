@@ -37,11 +37,9 @@ def spearman_progress(model, episode_dirs: list[str]) -> tuple[float, float]:
 def run(cfg: RewardEvalConfig) -> int:
     import torch
 
-    from reward_models.pairs import PairDataset
+    from reward_models.pairs import PairDataError, PairDataset
     from reward_models.reward_model import RewardEnsemble
     from reward_models.training import PairArrays, pair_metrics
-
-    from reward_models.pairs import PairDataError
     from vla_rl.outputs import prepare_output_file
 
     if cfg.out:

@@ -47,7 +47,6 @@ def teacher_accuracy(pairs, results) -> float | None:
 def run(cfg: RewardLabelConfig) -> int:
     from reward_models.pairs import PairDataset
     from reward_models.segments import load_episodes, sample_candidates, select_pairs
-
     from vla_rl.outputs import PAIRS, prepare_output
 
     prepare_output(cfg.out, PAIRS, append=True)
