@@ -30,6 +30,7 @@ class RewardLabelConfig:
     model: str = ""
     # Output pair dataset (appended to if it exists).
     out: str = "outputs/pairs"
+    # Seed of the candidate sampling, the selection and the scripted teacher's noise.
     seed: int = 0
     # Instead of sampling new pairs, label the pairs of --out still "unlabeled" (e.g. after failed calls).
     retry_unlabeled: bool = False

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,3 +64,18 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["colect"]) == 2
     assert "did you mean 'collect'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["envs", "collect", "pretrain", "eval", "reward label", "reward train", "reward eval"])
+def test_every_option_has_help_text_and_appears_once(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([*verb.split(), "--help"])
+    out = capsys.readouterr().out
+    options = out[out.index("options:"):]
+    entries = re.findall(r"^  (--[\w.]+)(?: \w+)?(.*?)(?=^  --|^\S|\Z)", options, flags=re.M | re.S)
+    assert len(entries) > 2
+    names = [name for name, _ in entries]
+    assert len(names) == len(set(names)), names
+    for name, text in entries:
+        described = re.sub(r"\(default:.*?\)", "", " ".join(text.split())).strip()
+        assert described, f"{verb} {name} has no help text"

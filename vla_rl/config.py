@@ -293,7 +293,7 @@ class EvalConfig:
     # Environment id; empty = the env of the policy's training demos.
     env: str = ""
     env_options: EnvOptions = field(default_factory=EnvOptions)
-    # Number of episodes (the success rate's 95 % Wilson interval narrows as 1/sqrt(episodes)).
+    # Number of episodes (the success rate's Wilson 95-percent interval narrows as 1/sqrt(episodes)).
     episodes: int = 50
     # Output directory for eval.json and videos/.
     out: str = "outputs/eval"
