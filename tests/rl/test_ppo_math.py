@@ -1,0 +1,133 @@
+"""PPO math against hand-computed numbers."""
+
+import math
+
+import pytest
+import torch
+
+from vla_rl.rl.ppo_math import (
+    KLController,
+    approx_kl,
+    clipped_surrogate,
+    decision_logp,
+    exact_kl,
+    explained_variance,
+    gae,
+    kl_k1,
+    kl_k3,
+    masked_mean,
+    value_loss,
+    whiten,
+)
+
+T = torch.tensor
+
+
+def test_gae_on_a_hand_built_truncated_episode():
+    # gamma 0.9, lambda 0.8; truncated at t=2, bootstrapped from V(s_3) = 3.0
+    rewards, values, next_values = T([1.0, 0.0, 2.0]), T([0.5, 1.0, 1.5]), T([1.0, 1.5, 3.0])
+    adv, ret = gae(rewards, values, next_values, terminated=T([0, 0, 0]), episode_end=T([0, 0, 1]), gamma=0.9, lam=0.8)
+    # deltas: 1.4, 0.35, 3.2 ; A2 = 3.2, A1 = 0.35 + 0.72 * 3.2, A0 = 1.4 + 0.72 * A1
+    torch.testing.assert_close(adv, T([1.4 + 0.72 * 2.654, 2.654, 3.2]))
+    torch.testing.assert_close(ret, adv + values)
+
+
+def test_gae_does_not_bootstrap_a_termination_nor_cross_episodes():
+    rewards, values, next_values = T([1.0, 0.0, 2.0]), T([0.5, 1.0, 1.5]), T([1.0, 1.5, 3.0])
+    adv, _ = gae(rewards, values, next_values, terminated=T([0, 0, 1]), episode_end=T([0, 0, 1]), gamma=0.9, lam=0.8)
+    torch.testing.assert_close(adv, T([1.4 + 0.72 * 0.71, 0.71, 0.5]))  # delta_2 = 2 - 1.5
+    # an episode that terminates at t=0 and a new one from t=1: A_0 = r_0 - V_0 only
+    adv, _ = gae(rewards, values, next_values, terminated=T([1, 0, 1]), episode_end=T([1, 0, 1]), gamma=0.9, lam=0.8)
+    assert adv[0].item() == pytest.approx(0.5)
+
+
+def test_gae_with_lambda_and_gamma_one_gives_rewards_to_go():
+    rewards = T([[1.0, 0.0], [0.0, 5.0], [2.0, 1.0]])  # two envs, time-major
+    values = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    next_values = torch.cat([values[1:], torch.zeros(1, 2)])  # V(s_{t+1}); the last is terminal
+    _, ret = gae(rewards, values, next_values, terminated=T([[0, 0], [0, 0], [1, 1]]),
+                 episode_end=T([[0, 0], [0, 0], [1, 1]]), gamma=1.0, lam=1.0)
+    torch.testing.assert_close(ret, T([[3.0, 6.0], [2.0, 6.0], [2.0, 1.0]]))
+
+
+def test_decision_logp_sums_the_tokens():
+    torch.testing.assert_close(decision_logp(T([[-1.0, -2.0, -0.5], [0.0, -1.0, 0.0]])), T([-3.5, -1.0]))
+
+
+def test_clipped_surrogate_inside_and_outside_the_clip():
+    logp_old = torch.zeros(4)
+    ratios = T([1.5, 0.5, 1.1, 0.5])
+    adv = T([1.0, 1.0, -2.0, -1.0])
+    loss, ratio, clipfrac = clipped_surrogate(ratios.log(), logp_old, adv, clip=0.2)
+    # min(r A, clip(r) A): 1.2 (clipped), 0.5 (unclipped is smaller), -2.2 (inside), -0.8 (clipped)
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 - 2.2 - 0.8) / 4)
+    torch.testing.assert_close(ratio, ratios)
+    assert clipfrac.item() == pytest.approx(0.75)
+    # the first ratio of an update is exactly 1: the loss is -mean(A), nothing clipped
+    loss, ratio, clipfrac = clipped_surrogate(logp_old, logp_old, adv, clip=0.2)
+    assert torch.equal(ratio, torch.ones(4)) and clipfrac.item() == 0.0 and loss.item() == pytest.approx(0.25)
+
+
+def test_masked_rows_do_not_count():
+    mask = T([True, True, False, False])
+    loss, _, clipfrac = clipped_surrogate(T([1.5, 0.5, 9.0, 9.0]).log(), torch.zeros(4), T([1.0, 1.0, 1.0, 1.0]),
+                                          0.2, mask)
+    assert loss.item() == pytest.approx(-(1.2 + 0.5) / 2) and clipfrac.item() == 1.0
+    assert masked_mean(T([1.0, 3.0, 100.0]), T([1, 1, 0])).item() == 2.0
+
+
+def test_value_loss_clipped_and_unclipped():
+    values, old, returns = T([1.0, 3.0]), T([0.0, 2.5]), T([2.0, 2.0])
+    assert value_loss(values, old, returns, clip=0.5).item() == pytest.approx(0.5 * (2.25 + 1.0) / 2)
+    assert value_loss(values, old, returns, clip=None).item() == pytest.approx(1.0 * 0.5)
+
+
+def test_exact_kl_over_bins():
+    p = torch.log_softmax(torch.randn(5, 256, generator=torch.Generator().manual_seed(0)), -1)
+    q = torch.log_softmax(torch.randn(5, 256, generator=torch.Generator().manual_seed(1)), -1)
+    expected = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=p),
+                                                 torch.distributions.Categorical(logits=q))
+    torch.testing.assert_close(exact_kl(p, q), expected)
+    assert torch.all(exact_kl(p, q) > 0) and torch.allclose(exact_kl(p, p), torch.zeros(5))
+
+
+def test_k1_and_k3_are_unbiased_estimates_of_the_exact_kl():
+    g = torch.Generator().manual_seed(0)
+    p = torch.log_softmax(torch.randn(16, generator=g), -1)
+    q = torch.log_softmax(p + 0.5 * torch.randn(16, generator=g), -1)
+    samples = torch.multinomial(p.exp(), 400_000, replacement=True, generator=g)
+    kl = exact_kl(p, q).item()
+    assert kl_k1(p[samples], q[samples]).mean().item() == pytest.approx(kl, abs=0.01)
+    k3 = kl_k3(p[samples], q[samples])
+    assert k3.mean().item() == pytest.approx(kl, abs=0.01) and bool((k3 >= 0).all())
+
+
+def test_approx_kl_between_old_and_new():
+    assert approx_kl(torch.zeros(3), torch.zeros(3)).item() == 0.0
+    assert approx_kl(torch.full((2,), math.log(2.0)), torch.zeros(2)).item() == pytest.approx(1.0 - math.log(2.0))
+
+
+def test_explained_variance():
+    y = T([1.0, 2.0, 4.0, 7.0])
+    assert explained_variance(y, y) == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), y.mean().item()), y) == pytest.approx(0.0)
+    assert math.isnan(explained_variance(y, torch.ones(4)))
+
+
+def test_whiten():
+    x = whiten(T([1.0, 2.0, 3.0, 10.0]))
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-6) and x.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_kl_controller_fixed_and_adaptive():
+    fixed = KLController(beta=0.05)
+    assert fixed.update(kl=10.0, n_steps=1000) == 0.05
+    adaptive = KLController(beta=0.1, target=0.01, horizon=10_000)
+    assert adaptive.update(kl=0.05, n_steps=1000) == pytest.approx(0.1 * 1.02)  # error clipped to +0.2
+    adaptive.load_state_dict({"beta": 0.1, "target": 0.01, "horizon": 10_000})
+    assert adaptive.update(kl=0.009, n_steps=1000) == pytest.approx(0.1 * (1 - 0.1 * 0.1))  # error -0.1, unclipped
+    adaptive.load_state_dict({"beta": 0.1, "target": 0.01, "horizon": 10_000})
+    assert adaptive.update(kl=0.001, n_steps=1000) == pytest.approx(0.1 * (1 - 0.2 * 0.1))  # error -0.9 -> -0.2
+    assert adaptive.state_dict() == {"beta": pytest.approx(0.098), "target": 0.01, "horizon": 10_000}
+    with pytest.raises(ValueError, match="beta"):
+        KLController(beta=-0.1)
