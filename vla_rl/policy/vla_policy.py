@@ -78,6 +78,7 @@ class EvalOutput:
     logp: torch.Tensor  # (B, K*D)
     entropy: torch.Tensor  # (B, K*D) entropy of each token's 256-way distribution
     value: torch.Tensor  # (B,)
+    bin_logp: torch.Tensor  # (B, K*D, 256) each token's whole bin distribution (for the exact KL)
 
 
 class VLAPolicy(nn.Module):
@@ -289,7 +290,13 @@ class VLAPolicy(nn.Module):
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         prompt_len = x["embeds"].shape[1]
         value = self.value_head(out.last_hidden_state[:, prompt_len - 1])
-        return EvalOutput(logp, entropy, value)
+        return EvalOutput(logp, entropy, value, logp_all)
+
+    def value(self, obs: Mapping[str, Any]) -> torch.Tensor:
+        """V(obs) from the prompt alone (one forward, no action tokens): what GAE needs."""
+        x = self.prepare(obs)
+        out = self._forward(x["embeds"], x["mask"], x["positions"], x["pixels"])
+        return self.value_head(out.last_hidden_state[:, -1])
 
     def tokens_for(self, actions: np.ndarray) -> torch.Tensor:
         """Continuous action chunks `(B, K, D)` -> the (B, K*D) token ids the policy would emit."""

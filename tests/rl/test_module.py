@@ -1,0 +1,94 @@
+"""The RLModule around VLAPolicy: sampler/learner log-prob equality, trainable-only state, strict sync."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from obs_samples import make_obs
+from ray.rllib.core.columns import Columns
+
+from vla_rl.policy import PolicyError
+from vla_rl.rl.module import BIN_LOGP, VLARLModule
+
+CONFIG = {"preset": "tiny", "family": "llava", "action_low": [-1.0, -0.5], "action_high": [1.0, 0.5], "state_dim": 2,
+          "image_size": 64, "chunk_size": 2, "lora_r": 4, "lora_alpha": 8, "temperature": 1.0, "seed": 0}
+OBS_SPACE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8),
+                             "state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                             "instruction": gym.spaces.Box(0, 256, (64,), np.int64)})
+ACTION_SPACE = gym.spaces.MultiDiscrete([256] * 4)
+
+
+def make_module(inference_only=False, **overrides):
+    return VLARLModule(observation_space=OBS_SPACE, action_space=ACTION_SPACE, inference_only=inference_only,
+                       model_config={**CONFIG, **overrides})
+
+
+def _obs(b=6, seed=0):
+    return {k: torch.as_tensor(v) for k, v in make_obs(b, seed).items()}
+
+
+def _perturb(module, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_learner_logp_equals_sampler_logp():
+    module = make_module()
+    _perturb(module)  # non-zero LoRA, so the adapters take part
+    batch = {Columns.OBS: _obs()}
+    out = module.forward_exploration(batch)
+    bins = out[Columns.ACTIONS]
+    assert bins.shape == (6, 4) and int(bins.min()) >= 0 and int(bins.max()) < 256
+    train = module.forward_train({Columns.OBS: batch[Columns.OBS], Columns.ACTIONS: bins.to(torch.int32)})
+    torch.testing.assert_close(train[Columns.ACTION_LOGP], out[Columns.ACTION_LOGP], atol=1e-5, rtol=0)
+    ratio = torch.exp(train[Columns.ACTION_LOGP] - out[Columns.ACTION_LOGP])
+    torch.testing.assert_close(ratio, torch.ones(6), atol=1e-5, rtol=0)  # the first PPO ratio
+    assert train[BIN_LOGP].shape == (6, 4, 256) and train[Columns.ACTION_LOGP].requires_grad
+    torch.testing.assert_close(module.compute_values(batch), train[Columns.EMBEDDINGS].detach(), atol=1e-5, rtol=0)
+
+
+def test_sampling_follows_the_seed_and_greedy_is_deterministic():
+    a, b, c = make_module(seed=3), make_module(seed=3), make_module(seed=4)
+    batch = {Columns.OBS: _obs()}
+    sa, sb, sc = (m.forward_exploration(batch)[Columns.ACTIONS] for m in (a, b, c))
+    assert torch.equal(sa, sb) and not torch.equal(sa, sc)
+    assert torch.equal(a.forward_inference(batch)[Columns.ACTIONS], c.forward_inference(batch)[Columns.ACTIONS])
+
+
+def test_state_is_trainable_tensors_only_and_round_trips():
+    learner, runner = make_module(), make_module(inference_only=True)
+    state = learner.get_state()
+    assert state and all(".lora_" in n or n.startswith("policy.value_head.") for n in state)
+    assert any(n.startswith("policy.value_head.") for n in state)
+    n_state = sum(v.numel() for v in state.values())
+    n_all = sum(p.numel() for p in learner.parameters())
+    assert n_state < 0.5 * n_all  # the frozen base is never in the state
+    _perturb(learner)
+    sync = learner.get_state(inference_only=True)
+    assert not any(n.startswith("policy.value_head.") for n in sync)  # runners need no value head
+    runner.set_state(sync)
+    for name, value in runner.get_state().items():
+        assert torch.equal(value, learner.get_state()[name]), name
+    batch = {Columns.OBS: _obs()}
+    assert torch.equal(runner.forward_inference(batch)[Columns.ACTIONS], learner.forward_inference(batch)[Columns.ACTIONS])
+
+
+def test_a_wrong_or_missing_key_in_a_synced_state_raises():
+    module = make_module()
+    state = module.get_state()
+    bad = dict(state)
+    bad["policy.model.not_a_weight"] = torch.zeros(1)
+    with pytest.raises(PolicyError, match="unknown"):
+        module.set_state(bad)
+    missing = dict(state)
+    missing.pop(next(iter(missing)))
+    with pytest.raises(PolicyError, match="missing"):
+        module.set_state(missing)
+
+
+def test_action_space_must_fit_the_policy():
+    with pytest.raises(PolicyError, match="does not fit the policy"):
+        VLARLModule(observation_space=OBS_SPACE, action_space=gym.spaces.MultiDiscrete([256] * 3), model_config=CONFIG)

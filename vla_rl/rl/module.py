@@ -1,0 +1,156 @@
+"""The RLlib RLModule around `VLAPolicy` (RLlib wraps the policy, never the reverse).
+
+Actions at the module are MultiDiscrete([256] * K·D): the bin index of each action token (an env
+wrapper decodes bins to the continuous chunk with the policy's action tokenizer).
+
+- exploration: `act()` at `temperature`, seeded by the module's own generator → ACTIONS (bins) and
+  ACTION_LOGP (the decision's log-prob: the sum over its K·D tokens, see `ppo_math`);
+- inference: greedy `act()`;
+- train: `evaluate()` of the sampled tokens with the same masking, temperature and dtype, so the
+  first PPO ratio is exactly 1; also per-token log-probs, entropies, the whole bin distributions
+  (for the exact KL to the reference) and values;
+- `compute_values`: the value head on the prompt alone, without grad, in chunks (RLlib's GAE
+  calls it on the whole batch).
+
+State (weight sync and checkpoints) is the trainable tensors only — LoRA and the value head (LoRA
+alone for inference-only runner modules) — and `set_state` refuses unknown or missing names.
+
+`model_config` holds paths and numbers only (it is pickled to every actor):
+    policy_dir         a `pretrained_model` directory (vla-rl pretrain) — or, for tests, `preset`
+                       with family, action_low, action_high, state_dim, image_size, chunk_size, init_seed
+    lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
+    temperature        sampling temperature of exploration (and of the training log-probs)
+    seed               seed of the sampling generator
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from vla_rl.policy.vla_policy import PolicyError
+
+TOKEN_LOGP = "token_logp"  # (B, K·D) log-prob of each sampled token (train forward)
+ENTROPY = "entropy"  # (B, K·D) entropy of each token's bin distribution
+BIN_LOGP = "bin_logp"  # (B, K·D, 256) the bin distributions (exact KL to the reference)
+VALUE_CHUNK = 64  # rows per value forward in compute_values
+
+
+def build_policy_from_config(cfg: dict[str, Any]):
+    """The VLAPolicy a module config names, with LoRA attached and only LoRA + value head trainable."""
+    from vla_rl.policy import ActionTokenizer, VLAPolicy, build_policy
+
+    if cfg.get("policy_dir"):
+        policy = VLAPolicy.from_pretrained(cfg["policy_dir"], trainable=False)
+    elif cfg.get("preset"):
+        at = ActionTokenizer(tuple(cfg["action_low"]), tuple(cfg["action_high"]))
+        size = int(cfg["image_size"])
+        policy = build_policy(at, state_dim=int(cfg["state_dim"]), image_size=(size, size),
+                              family=cfg.get("family", "llava"), preset=cfg["preset"],
+                              chunk_size=int(cfg.get("chunk_size", 1)), seed=int(cfg.get("init_seed", 0)))
+        policy.requires_grad_(False)
+    else:
+        raise PolicyError("model_config needs 'policy_dir' (a pretrained_model directory) or 'preset'")
+    if policy.has_lora:  # continuing from an RL-tuned policy: its adapter trains on
+        for name, p in policy.named_parameters():
+            p.requires_grad_("lora_" in name)
+    else:
+        policy.add_lora(r=int(cfg.get("lora_r", 16)), alpha=int(cfg.get("lora_alpha", 32)),
+                        dropout=float(cfg.get("lora_dropout", 0.0)),
+                        target_modules=cfg.get("lora_target_modules") or None,
+                        include_vision=bool(cfg.get("lora_vision", False)))
+    policy.value_head.requires_grad_(True)
+    return policy.eval()
+
+
+class VLARLModule(TorchRLModule, ValueFunctionAPI):
+    def setup(self):
+        cfg = dict(self.model_config or {})
+        self.policy = build_policy_from_config(cfg)
+        self.temperature = float(cfg.get("temperature", 1.0))
+        self.generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+        n = self.policy.spec.n_action_tokens
+        nvec = getattr(self.action_space, "nvec", None)
+        if nvec is not None and (len(nvec) != n or any(int(v) != self.policy.action_tokenizer.n_bins for v in nvec)):
+            raise PolicyError(f"action space {self.action_space} does not fit the policy: it emits {n} tokens "
+                              f"(chunk {self.policy.spec.chunk_size} x {self.policy.spec.action_dim} dims) of "
+                              f"{self.policy.action_tokenizer.n_bins} bins each")
+
+    # --- tokens <-> bins ------------------------------------------------------------------------
+    def _bins(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens - self.policy.action_tokenizer.token_offset
+
+    def _tokens(self, bins) -> torch.Tensor:
+        return torch.as_tensor(bins).long() + self.policy.action_tokenizer.token_offset
+
+    # --- forwards -------------------------------------------------------------------------------
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():
+            out = self.policy.act(batch[Columns.OBS], greedy=True)
+        return {Columns.ACTIONS: self._bins(out.tokens)}
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():  # overriding drops the base class's no_grad
+            out = self.policy.act(batch[Columns.OBS], temperature=self.temperature, generator=self.generator)
+        return {Columns.ACTIONS: self._bins(out.tokens), Columns.ACTION_LOGP: out.logp_sum}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        self.policy.eval()  # forward_train calls train(); keep sampling's numerics (no dropout anywhere)
+        ev = self.policy.evaluate(batch[Columns.OBS], self._tokens(batch[Columns.ACTIONS]), self.temperature)
+        return {Columns.ACTION_LOGP: ev.logp.sum(-1), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy, BIN_LOGP: ev.bin_logp,
+                Columns.EMBEDDINGS: ev.value}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        if embeddings is not None:  # the train forward already computed them (with grad)
+            return embeddings
+        obs = batch[Columns.OBS]
+        n = len(obs["image"])
+        with torch.no_grad():
+            parts = [self.policy.value({k: v[i:i + VALUE_CHUNK] for k, v in obs.items()})
+                     for i in range(0, n, VALUE_CHUNK)]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    # --- state: trainable tensors only ----------------------------------------------------------
+    def _state_names(self) -> list[str]:
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        return [n for n in names if not n.startswith("policy.value_head.")] if self.inference_only else names
+
+    def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs) -> dict:
+        params = dict(self.named_parameters())
+        names = [n for n in self._state_names() if not (inference_only and n.startswith("policy.value_head."))]
+        return {n: params[n].detach().cpu().clone() for n in names}
+
+    def set_state(self, state: dict) -> None:
+        want = set(self._state_names())
+        got = set(state) - ({n for n in state if n.startswith("policy.value_head.")} if self.inference_only else set())
+        if got != want:
+            raise PolicyError(f"module state does not fit this policy: unknown {sorted(got - want)[:3]}, "
+                              f"missing {sorted(want - got)[:3]} (was it saved with other LoRA settings?)")
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name in want:
+                value = torch.as_tensor(state[name])
+                if value.shape != params[name].shape:
+                    raise PolicyError(f"module state: {name} has shape {tuple(value.shape)}, "
+                                      f"the policy {tuple(params[name].shape)}")
+                params[name].copy_(value)
+
+    # --- action distributions (RLlib asks; the default getters raise for MultiDiscrete) ---------
+    def _dist_cls(self):
+        from ray.rllib.models.torch.torch_distributions import TorchMultiCategorical
+
+        return TorchMultiCategorical.get_partial_dist_cls(
+            input_lens=[self.policy.action_tokenizer.n_bins] * self.policy.spec.n_action_tokens)
+
+    def get_inference_action_dist_cls(self):
+        return self._dist_cls()
+
+    def get_exploration_action_dist_cls(self):
+        return self._dist_cls()
+
+    def get_train_action_dist_cls(self):
+        return self._dist_cls()
