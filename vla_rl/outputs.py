@@ -66,12 +66,14 @@ def existing_output(path: str | Path, kind: OutputKind) -> bool:
     return True
 
 
-def prepare_output(path: str | Path, kind: OutputKind, overwrite: bool = False, append: bool = False) -> bool:
+def prepare_output(path: str | Path, kind: OutputKind, overwrite: bool = False, append: bool = False,
+                   alternative: str = "") -> bool:
     """Check `--out` before anything is written; returns True when it already holds a `kind` output.
 
     `append`: an existing output of this kind is written into (datasets, resumed runs).
     Otherwise an existing one is refused unless `overwrite`, and replaced only if it holds nothing
     but `kind.names` (then the caller replaces it; `clear_output` removes exactly those names).
+    `alternative` names another way out for the refusal, e.g. "--resume true to continue it".
     """
     path = Path(path)
     if not existing_output(path, kind):
@@ -79,7 +81,8 @@ def prepare_output(path: str | Path, kind: OutputKind, overwrite: bool = False, 
     if append:
         return True
     if not overwrite:
-        raise OutputError(f"{path}: already holds {kind.what} — pass --overwrite true to replace it, "
+        other = f"{alternative}, " if alternative else ""
+        raise OutputError(f"{path}: already holds {kind.what} — pass {other}--overwrite true to replace it, "
                           "or give another --out")
     foreign = kind.foreign_entries(path)
     if foreign:

@@ -33,13 +33,7 @@ from vla_rl.checkpoints import (
     save_checkpoint,
 )
 from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
-from vla_rl.outputs import (
-    PRETRAIN_RUN,
-    OutputError,
-    clear_output,
-    existing_output,
-    prepare_output,
-)
+from vla_rl.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.schedules import warmup_cosine
 
 CONFIG_FILE = "pretrain_config.yaml"
@@ -97,11 +91,8 @@ def run(cfg: PretrainConfig) -> int:
             raise CheckpointError(f"{out / CONFIG_FILE}: missing — {out} is not a pretrain run to resume "
                                   "(drop --resume to start one)")
         _check_resumable(cfg, out)
-    elif existing_output(out, PRETRAIN_RUN) and not cfg.overwrite:
-        raise OutputError(f"{out}: already holds a pretrain run — pass --resume true to continue it, --overwrite true "
-                          "to replace it, or give another --out")
-    else:
-        replace = prepare_output(out, PRETRAIN_RUN, overwrite=cfg.overwrite)
+    replace = not cfg.resume and prepare_output(out, PRETRAIN_RUN, overwrite=cfg.overwrite,
+                                                alternative="--resume true to continue it")
     data = BCData.load(cfg.demos, cfg.policy.chunk_size, cfg.max_episodes)
     if cfg.resume:
         ckpt = latest(root)
