@@ -9,8 +9,14 @@ Every task is also a gymnasium env: ``gym.make("vla_rl/metaworld.drawer-open")``
 allow one "/", so the family separator becomes "."). Importing `envs` registers them.
 """
 
-from envs.backend import TaskBackend, TaskStatus
-from envs.chunking import ActionChunkWrapper
+import os
+
+# Headless MuJoCo rendering unless the user chose a backend — before anything imports mujoco, so that
+# Ray actors (which import `envs` when they unpickle an env creator) render too.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from envs.backend import TaskBackend, TaskStatus  # noqa: E402
+from envs.chunking import ActionChunkWrapper  # noqa: E402
 from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
 from envs.errors import ConfigError
 from envs.experts import ScriptedExpert

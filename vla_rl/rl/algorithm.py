@@ -1,0 +1,175 @@
+"""PPO on RLlib's new API stack, configured for a LoRA VLA: `build_algorithm(cfg, policy_dir, ...)`.
+
+`VLAPPO.training_step` is PPO's (sample → learner update → weight sync) with two changes:
+- every iteration starts from fresh episodes: each runner resets its envs and samples
+  `rollout_length` decisions per env (`sample(num_timesteps=..., force_reset=True)`), so the run's
+  state between iterations is weights + optimizers + RNGs — which is what makes resume exact;
+- episode statistics (success, RL return, the env's own return, length) and per-phase times are
+  logged under `rollout/` and `perf/` from the episodes themselves.
+
+Only trainable tensors cross the wire (the module's `get_state`); `sync_bytes` is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+)
+
+from vla_rl.rl.env import make_rl_env, seed_states, set_seed_states
+from vla_rl.rl.learner import VLAPPOLearner
+from vla_rl.rl.module import VLARLModule
+
+ENV_NAME = "vla_rl_env"
+ROLLOUT = "rollout"
+PERF = "perf"
+
+
+def episode_stats(episodes) -> dict[str, float]:
+    """Success rate, returns and lengths of the finished episodes among `episodes` (chunks that end
+    at the iteration's rollout boundary are not counted: their outcome is unknown)."""
+    done = [e for e in episodes if e.is_done]
+    steps = sum(len(e) for e in episodes)
+    out: dict[str, float] = {"env_steps": float(steps), "episodes": float(len(done))}
+    if done:
+        infos = [e.get_infos(-1) for e in done]
+        out["success_rate"] = float(np.mean([any(i.get("success", False) for i in e.get_infos()) for e in done]))
+        out["return"] = float(np.mean([e.get_return() for e in done]))
+        out["env_return"] = float(np.mean([i.get("episode_env_return", np.nan) for i in infos]))
+        out["length"] = float(np.mean([i.get("episode_env_steps", len(e)) for i, e in zip(infos, done, strict=True)]))
+    return out
+
+
+def _runner_rng_state(runner) -> dict:
+    return {"module_generator": runner.module.generator.get_state().tolist(), "envs": seed_states(runner.env),
+            "torch": torch.get_rng_state().tolist(), "numpy": np.random.get_state()[1].tolist()}
+
+
+def _set_runner_rng_state(runner, state: dict) -> None:
+    runner.module.generator.set_state(torch.tensor(state["module_generator"], dtype=torch.uint8))
+    set_seed_states(runner.env, state["envs"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+class VLAPPO(PPO):
+    def setup(self, config) -> None:
+        super().setup(config)
+        seed = int(self.config.seed or 0)
+        # Each runner samples with its own stream (the module config's seed is the same everywhere).
+        self.env_runner_group.foreach_env_runner(
+            lambda r: r.module.generator.manual_seed(seed * 7919 + int(r.worker_index)),
+            local_env_runner=self._sample_locally)
+
+    @property
+    def _sample_locally(self) -> bool:
+        return (self.config.num_env_runners or 0) == 0
+
+    def training_step(self) -> None:
+        cfg = self.config.learner_config_dict
+        n = int(cfg["rollout_length"]) * int(self.config.num_envs_per_env_runner)
+        t0 = time.perf_counter()
+        results = self.env_runner_group.foreach_env_runner(
+            lambda r: (r.sample(num_timesteps=n, force_reset=True, explore=True), r.get_metrics()),
+            local_env_runner=self._sample_locally, timeout_seconds=self.config.sample_timeout_s)
+        episodes = [e for eps, _ in results for e in eps]
+        if not episodes:
+            return
+        self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
+        t1 = time.perf_counter()
+        stats = episode_stats(episodes)
+        learner_results = self.learner_group.update(
+            episodes=episodes,
+            timesteps={
+                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)),
+                NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                    (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0),
+            },
+            num_epochs=self.config.num_epochs,
+            minibatch_size=self.config.minibatch_size,
+            shuffle_batch_per_epoch=True,
+        )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        t2 = time.perf_counter()
+        modules = set(learner_results[0].keys()) - {ALL_MODULES}
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, policies=modules,
+                                           inference_only=True)
+        t3 = time.perf_counter()
+        perf = {"sample_s": t1 - t0, "learn_s": t2 - t1, "sync_s": t3 - t2,
+                "env_steps_per_s": stats["env_steps"] / max(t1 - t0, 1e-9)}
+        self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()},
+                               **{f"{PERF}/{k}": v for k, v in perf.items()}}, key="vla", window=1)
+
+    # --- exact resume: RNG states of the driver and every runner ------------------------------------
+    def rng_state(self) -> dict[str, Any]:
+        runners = self.env_runner_group.foreach_env_runner(_runner_rng_state, local_env_runner=self._sample_locally)
+        return {"runners": runners, "driver_torch": torch.get_rng_state().tolist(),
+                "driver_numpy": [int(x) for x in np.random.get_state()[1]], "driver_numpy_pos": int(np.random.get_state()[2])}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        runners = state["runners"]
+        count = len(self.env_runner_group.foreach_env_runner(lambda r: 0, local_env_runner=self._sample_locally))
+        if count != len(runners):
+            raise ValueError(f"the checkpoint holds RNG states of {len(runners)} env runners, this run has {count}")
+        for i, s in enumerate(runners):
+            index = i + (0 if self._sample_locally else 1)
+            self.env_runner_group.foreach_env_runner(
+                lambda r, s=s: _set_runner_rng_state(r, s), local_env_runner=self._sample_locally,
+                remote_worker_ids=None if self._sample_locally else [index])
+        torch.set_rng_state(torch.tensor(state["driver_torch"], dtype=torch.uint8))
+        np.random.set_state(("MT19937", np.array(state["driver_numpy"], dtype=np.uint32), state["driver_numpy_pos"]))
+
+    def push_weights(self) -> None:
+        """Force the learner's weights onto every runner (after a restore, the runners' seq-no would refuse them)."""
+        state = self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"]
+        self.env_runner_group.foreach_env_runner(lambda r: r.module.set_state(state["default_policy"]),
+                                                 local_env_runner=self._sample_locally)
+
+
+def module_config(policy_dir: str, cfg) -> dict[str, Any]:
+    return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
+            "temperature": cfg.temperature, "seed": cfg.seed}
+
+
+def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:
+    """The PPOConfig of a TrainConfig (`cfg`): env runners, the VLA module, the VLA learner."""
+    runners = int(cfg.env_runners)
+    batch = max(1, runners) * cfg.envs_per_runner * cfg.rollout_length
+    reward_model = cfg.reward_model if cfg.reward == "model" else ""
+    from ray.tune.registry import register_env
+
+    register_env(ENV_NAME, make_rl_env)
+    config = (
+        PPOConfig()
+        .environment(env=ENV_NAME, env_config=env_config, disable_env_checking=True)
+        .framework("torch")
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=cfg.envs_per_runner,
+                     num_cpus_per_env_runner=cfg.cpus_per_runner, rollout_fragment_length=cfg.rollout_length,
+                     create_local_env_runner=runners == 0, sample_timeout_s=None,
+                     gym_env_vectorize_mode="sync")
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=VLARLModule, model_config=model_config))
+        .learners(num_learners=0)
+        .training(lr=cfg.lr, gamma=cfg.gamma, lambda_=cfg.gae_lambda, clip_param=cfg.clip, use_kl_loss=False,
+                  train_batch_size_per_learner=batch, minibatch_size=cfg.minibatch_size, num_epochs=cfg.epochs,
+                  grad_clip=cfg.grad_clip or None, grad_clip_by="global_norm",
+                  learner_class=VLAPPOLearner,
+                  learner_config_dict={
+                      "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
+                      "beta": cfg.beta, "kl_target": cfg.kl_target, "temperature": cfg.temperature,
+                      "reward_model": reward_model, "rollout_length": cfg.rollout_length})
+        .debugging(seed=cfg.seed, log_level="ERROR")
+        .reporting(metrics_num_episodes_for_smoothing=1)
+    )
+    config.algo_class = VLAPPO
+    return config

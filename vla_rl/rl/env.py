@@ -1,0 +1,150 @@
+"""The env an RLlib EnvRunner steps: a project task whose actions are the policy's bins.
+
+Stack (inside out): `VLAEnv` → `RLRewardWrapper` (the reward RL optimises) → `ActionChunkWrapper`
+(K actions per decision, as `envs/chunking.py`) → `BinActionWrapper` (MultiDiscrete([256]·K·D) →
+the (K, D) chunk through the policy's own action tokenizer). The observation is the project's
+Dict contract, unchanged.
+
+Reward semantics (`reward`):
+    dense   the task's shaped reward as is. With `terminate_on_success` it punishes success on
+            Meta-World: a near-miss that hovers for the whole episode collects more (up to ~574
+            on drawer-open) than a success that ends the episode early (~330).
+    sparse  1 on the step that succeeds, else 0.
+    shaped  (default) dense / (reward_max · action_repeat · T) per step, plus 1 at success: a
+            failure returns at most 1 and a success at least 1, more than any failure, while
+            the shaping still guides. T = the episode length in env steps; reward_max = the
+            family's per-step maximum (10 on Meta-World, 1 on the tabletop tasks).
+The env's own reward and success stay in `info` (`gt_reward`, `success`, and the episode's running
+`episode_env_return` / `episode_env_steps`) for audit.
+
+Episodes are seeded by the env's own generator (seed, runner index and creation order), not by
+RLlib's reset seed, so every iteration sees fresh initial states and a checkpoint can restore
+exactly where each env's sequence of seeds stands (`seed_state` / `set_seed_state`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs import ActionChunkWrapper, EnvOptions, get_spec, make_env
+from envs.errors import ActionError
+
+REWARDS = ("shaped", "sparse", "dense")
+REWARD_MAX = {"metaworld": 10.0, "tabletop": 1.0}  # per-step maximum of each family's dense reward
+_created = itertools.count()  # creation order of envs in this process (RLlib's SyncVectorEnv gives no index)
+
+
+class RLRewardWrapper(gym.Wrapper):
+    """Replace the env's reward with the RL reward of `mode` (see the module docstring)."""
+
+    def __init__(self, env: gym.Env, mode: str, reward_max: float):
+        super().__init__(env)
+        if mode not in REWARDS:
+            raise ValueError(f"reward={mode!r}: choose one of {list(REWARDS)}")
+        self.mode = mode
+        self.horizon = float(reward_max * env.get_wrapper_attr("options").action_repeat
+                             * env.get_wrapper_attr("max_episode_steps"))
+        self.env_return, self.env_steps = 0.0, 0
+
+    def reset(self, **kwargs):
+        self.env_return, self.env_steps = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        success = bool(info.get("success", False))
+        gt = float(info.get("gt_reward", reward))
+        self.env_return += gt
+        self.env_steps += 1
+        info = dict(info, episode_env_return=self.env_return, episode_env_steps=self.env_steps)
+        if self.mode == "sparse":
+            reward = float(success)
+        elif self.mode == "shaped":
+            reward = gt / self.horizon + float(success)
+        return obs, float(reward), terminated, truncated, info
+
+
+class BinActionWrapper(gym.ActionWrapper):
+    """Actions are bin indices (K·D,) in [0, n_bins); the wrapped env gets bin-centre (K, D) chunks."""
+
+    def __init__(self, env: gym.Env, tokenizer, chunk_size: int):
+        super().__init__(env)
+        self.tokenizer = tokenizer
+        self.chunk = (chunk_size, tokenizer.action_dim)
+        self.action_space = gym.spaces.MultiDiscrete([tokenizer.n_bins] * (chunk_size * tokenizer.action_dim))
+
+    def action(self, bins):
+        bins = np.asarray(bins)
+        if bins.shape != self.action_space.shape:
+            raise ActionError(f"action has shape {bins.shape}; the policy's env expects {self.action_space.shape} "
+                              f"bins (chunk {self.chunk[0]} x {self.chunk[1]} dims)")
+        if bins.min() < 0 or bins.max() >= self.tokenizer.n_bins:
+            raise ActionError(f"action bins must lie in [0, {self.tokenizer.n_bins}), got {bins.tolist()}")
+        return self.tokenizer.from_bins(bins.reshape(self.chunk))
+
+
+class SeededEpisodes(gym.Wrapper):
+    """Draw each episode's reset seed from this env's own generator (RLlib's reset seed is ignored)."""
+
+    def __init__(self, env: gym.Env, seed: int):
+        super().__init__(env)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self.env.reset(seed=int(self.rng.integers(0, 2**31 - 1)), options=options)
+
+    def seed_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_seed_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def env_seed(base: int, worker_index: int, env_index: int) -> int:
+    """Distinct, reproducible seed streams per (runner, env); runner 0 is the driver's local runner."""
+    return int(base) * 1_000_003 + int(worker_index) * 1009 + int(env_index)
+
+
+def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, reward: str, seed: int) -> gym.Env:
+    env = make_env(env_id, options)
+    env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family])
+    env = SeededEpisodes(env, seed)
+    env = ActionChunkWrapper(env, chunk_size)
+    return BinActionWrapper(env, tokenizer, chunk_size)
+
+
+def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
+    """RLlib env creator. `env_config`: env_id, env_options (dict), action_tokenizer (its dict),
+    chunk_size, reward, seed; RLlib adds `worker_index` (an EnvContext attribute)."""
+    from vla_rl.policy import ActionTokenizer
+
+    t = dict(env_config["action_tokenizer"])
+    tokenizer = ActionTokenizer(tuple(t["low"]), tuple(t["high"]), int(t["n_bins"]), int(t["token_offset"]))
+    worker = int(getattr(env_config, "worker_index", 0) or 0)
+    return build_rl_env(env_config["env_id"], EnvOptions(**env_config.get("env_options", {})), tokenizer,
+                        int(env_config["chunk_size"]), env_config.get("reward", "shaped"),
+                        env_seed(int(env_config.get("seed", 0)), worker, next(_created)))
+
+
+def sub_envs(vector_env) -> list[gym.Env]:
+    """The sub-envs of an EnvRunner's (possibly wrapped) gymnasium SyncVectorEnv."""
+    env = vector_env
+    while not hasattr(env, "envs") and hasattr(env, "env"):
+        env = env.env
+    return list(env.envs)
+
+
+def seed_states(vector_env) -> list[dict]:
+    return [e.get_wrapper_attr("seed_state")() for e in sub_envs(vector_env)]
+
+
+def set_seed_states(vector_env, states: list[dict]) -> None:
+    envs = sub_envs(vector_env)
+    if len(states) != len(envs):
+        raise ValueError(f"{len(states)} saved env seed states for {len(envs)} envs")
+    for e, s in zip(envs, states, strict=True):
+        e.get_wrapper_attr("set_seed_state")(s)

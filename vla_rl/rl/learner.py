@@ -1,0 +1,223 @@
+"""The PPO learner: clipped surrogate + value loss + β·KL(π‖π_ref), on LoRA and the value head only.
+
+Loss per decision (masked mean over the real rows of the batch; RLlib appends one bootstrap row
+per episode chunk, masked out by LOSS_MASK):
+
+    loss = clipped_surrogate(logp_new, logp_old, A)         decision log-prob = Σ over K·D tokens
+         + vf_coef · ½(V − R)²                              R = GAE value targets (RLlib's GAE)
+         + β · Σ_tokens KL(π(·|s, a<i) ‖ π_ref(·|s, a<i))    exact over the 256 bins
+         − entropy_coef · mean token entropy
+
+The reference is the same network with its adapters disabled (`VLAPolicy.reference()`, no second
+copy); its bin distributions are computed once per training batch, without grad, by the
+`ReferenceBinLogp` learner-connector piece, not once per minibatch and epoch. β comes from a
+`KLController` (fixed by default, adaptive toward `kl_target` nats per token if set); its state is
+part of the learner's checkpointed state.
+
+Two AdamW optimizers: LoRA at `lr`, the value head at `vf_lr` (RLlib writes one lr into all groups
+of an optimizer, so a second lr needs a second optimizer). Global-norm gradient clipping is
+RLlib's (`grad_clip`). A step whose loss or gradients hold NaN/inf is skipped — nothing applied,
+the optimizers' moments untouched — and counted in `losses/skipped_steps`.
+
+`learner_config_dict`: lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
+temperature (must equal the module's), reward_model (a directory or ""), ref_chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from vla_rl.rl import ppo_math
+from vla_rl.rl.module import BIN_LOGP, ENTROPY, TOKEN_LOGP
+
+REF_BIN_LOGP = "ref_bin_logp"  # (B, K·D, 256) the reference policy's bin distributions
+REF_TOKEN_LOGP = "ref_token_logp"  # (B, K·D) the reference log-prob of each sampled token
+ENV_REWARDS = "env_rewards"  # the env's reward, kept beside a reward model's for audit
+KL_STATE = "vla_kl_controller"
+
+
+def _unwrap(module):
+    return module.unwrapped() if hasattr(module, "unwrapped") else module
+
+
+def _rows(obs: dict, i: int, j: int) -> dict:
+    return {k: v[i:j] for k, v in obs.items()}
+
+
+class ReferenceBinLogp(ConnectorV2):
+    """Adds REF_BIN_LOGP / REF_TOKEN_LOGP: the reference policy's distributions, once per batch, no grad."""
+
+    def __init__(self, *args, chunk: int = 64, temperature: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chunk, self.temperature = int(chunk), float(temperature)
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mid, mb in batch.items():
+            module = _unwrap(rl_module[mid])
+            policy = module.policy
+            obs, tokens = mb[Columns.OBS], module._tokens(mb[Columns.ACTIONS])
+            n = len(tokens)
+            parts = []
+            was_training = policy.training
+            policy.eval()
+            with torch.no_grad(), policy.reference():
+                for i in range(0, n, self.chunk):
+                    parts.append(policy.evaluate(_rows(obs, i, i + self.chunk), tokens[i:i + self.chunk],
+                                                 self.temperature).bin_logp)
+            policy.train(was_training)
+            ref = torch.cat(parts) if parts else torch.zeros(0)
+            mb[REF_BIN_LOGP] = ref
+            off = policy.action_tokenizer.token_offset
+            mb[REF_TOKEN_LOGP] = ref.gather(-1, (tokens - off)[..., None].to(ref.device)).squeeze(-1)
+        return batch
+
+
+class RewardModelRelabel(ConnectorV2):
+    """Replace the env's rewards by a saved reward model's before GAE (the env's kept as ENV_REWARDS).
+
+    The reward of row t is the model's reward of the frame the action led to, i.e. of row t + 1's
+    observation: rows are consecutive per episode chunk and RLlib appends each chunk's last
+    observation as a masked bootstrap row, so t + 1 always exists and belongs to the same chunk.
+    Bootstrap rows keep reward 0.
+    """
+
+    def __init__(self, *args, reward_model_dir: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        from reward_models.reward_model import RewardEnsemble
+
+        self.model = RewardEnsemble.load(reward_model_dir)
+        self.model.eval()
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for _mid, mb in batch.items():
+            obs = mb[Columns.OBS]
+            mask = mb[Columns.LOSS_MASK].bool()
+            scores = torch.as_tensor(self.model.reward({"image": obs["image"].cpu().numpy(),
+                                                        "instruction": obs["instruction"].cpu().numpy()}),
+                                     dtype=torch.float32)
+            rewards = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
+            idx = torch.nonzero(mask).squeeze(-1)
+            rewards[idx] = scores[idx + 1].to(rewards.device)
+            mb[ENV_REWARDS] = mb[Columns.REWARDS]
+            mb[Columns.REWARDS] = rewards
+        return batch
+
+
+class VLAPPOLearner(PPOTorchLearner):
+    def build(self) -> None:
+        super().build()
+        cfg = self.config.learner_config_dict
+        self.kl_controller = ppo_math.KLController(
+            beta=float(cfg.get("beta", 0.05)),
+            target=float(cfg["kl_target"]) if cfg.get("kl_target") else None,
+            horizon=int(cfg.get("kl_horizon", 10_000)))
+        self._first_minibatch = True
+        self._kl_sum, self._kl_rows = 0.0, 0
+        # Reference distributions and (optionally) learned rewards, once per batch, before GAE.
+        self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
+            chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
+        if cfg.get("reward_model"):
+            self._learner_connector.insert_before(GeneralAdvantageEstimation,
+                                                  RewardModelRelabel(reward_model_dir=cfg["reward_model"]))
+
+    # --- optimizers: LoRA and the value head, each with its own lr ---------------------------------
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        cfg = self.config.learner_config_dict
+        module = _unwrap(self._module[module_id])
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        lora = [p for n, p in named if ".value_head." not in f".{n}"]
+        head = [p for n, p in named if ".value_head." in f".{n}"]
+        lr, vf_lr = float(cfg.get("lr", 1e-4)), float(cfg.get("vf_lr", 1e-3))
+        self.register_optimizer(module_id=module_id, optimizer_name="lora",
+                                optimizer=torch.optim.AdamW(lora, lr=lr, weight_decay=0.0), params=lora,
+                                lr_or_lr_schedule=lr)
+        self.register_optimizer(module_id=module_id, optimizer_name="value_head",
+                                optimizer=torch.optim.AdamW(head, lr=vf_lr, weight_decay=0.0), params=head,
+                                lr_or_lr_schedule=vf_lr)
+
+    # --- the loss ----------------------------------------------------------------------------------
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        cfg = self.config.learner_config_dict
+        mask = batch[Columns.LOSS_MASK].float() if Columns.LOSS_MASK in batch else None
+        logp_new, logp_old = fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP]
+        advantages = batch[Postprocessing.ADVANTAGES]
+        pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)
+        values = fwd_out[Columns.EMBEDDINGS]
+        vf_loss = ppo_math.value_loss(values, values, batch[Postprocessing.VALUE_TARGETS], None, mask)
+        kl_tokens = ppo_math.exact_kl(fwd_out[BIN_LOGP], batch[REF_BIN_LOGP])  # (B, K·D)
+        kl_decision = ppo_math.masked_mean(kl_tokens.sum(-1), mask)
+        entropy = ppo_math.masked_mean(fwd_out[ENTROPY].mean(-1), mask)
+        beta = self.kl_controller.beta
+        total = (pg_loss + float(cfg.get("vf_coef", 0.5)) * vf_loss + beta * kl_decision
+                 - float(cfg.get("entropy_coef", 0.0)) * entropy)
+
+        with torch.no_grad():
+            n_tok = kl_tokens.shape[-1]
+            token_logp, ref_token_logp = fwd_out[TOKEN_LOGP], batch[REF_TOKEN_LOGP]
+            kl_per_token = float(kl_decision) / n_tok
+            if math.isfinite(kl_per_token):
+                self._kl_sum += kl_per_token
+                self._kl_rows += 1
+            stats = {
+                "losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
+                "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac),
+                "policy/approx_kl": float(ppo_math.approx_kl(logp_new, logp_old, mask)),
+                "value/explained_variance": ppo_math.explained_variance(values, batch[Postprocessing.VALUE_TARGETS], mask),
+                "value/mean": float(ppo_math.masked_mean(values, mask)),
+                "kl/ref_per_token": kl_per_token,
+                "kl/k1_per_token": float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask)),
+                "kl/k3_per_token": float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask)),
+                "kl/beta": beta,
+            }
+            if self._first_minibatch:  # on-policy data, unchanged weights: the ratio must be exactly 1
+                dev = (ratio - 1.0).abs()
+                stats["policy/first_ratio_max_dev"] = float(dev[mask.bool()].max() if mask is not None else dev.max())
+                self._first_minibatch = False
+        for key, value in stats.items():
+            self.metrics.log_value((module_id, key), value, reduce="mean", window=None if key != "kl/beta" else 1)
+        return total
+
+    # --- skip (never apply) a step with NaN/inf -----------------------------------------------------
+    def apply_gradients(self, gradients_dict) -> None:
+        finite = all(g is None or bool(torch.isfinite(g).all()) for g in gradients_dict.values())
+        self.metrics.log_value("losses/skipped_steps", 0 if finite else 1, reduce="sum")
+        if not finite:
+            for optim in self._optimizer_parameters:
+                optim.zero_grad(set_to_none=True)
+            return
+        super().apply_gradients(gradients_dict)
+
+    # --- per-update bookkeeping ----------------------------------------------------------------------
+    def update(self, *args, **kwargs):
+        self._first_minibatch = True
+        self._kl_sum, self._kl_rows = 0.0, 0
+        return super().update(*args, **kwargs)
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        if self._kl_rows:
+            self.kl_controller.update(self._kl_sum / self._kl_rows, n_steps=self._kl_rows)
+
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[KL_STATE] = self.kl_controller.state_dict()
+        return state
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if KL_STATE in state:
+            self.kl_controller.load_state_dict(state[KL_STATE])
+
+
+def finite_mean(values) -> float:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    return float(arr.mean()) if arr.size else float("nan")
