@@ -1,0 +1,229 @@
+"""`vla-rl train`: PPO fine-tuning of a pretrained VLA's LoRA adapters on RLlib env runners.
+
+Each iteration: every env runner resets its envs and samples `rollout_length` decisions per env
+with the current adapters (temperature sampling), the learner runs `epochs` passes of minibatch
+PPO with β·KL to the reference, and the new LoRA weights go to the runners. Every `eval_every`
+iterations the learner's policy is evaluated greedily on fixed unseen seeds through the same code
+as `vla-rl eval`. One JSON row per iteration goes to OUT/metrics.jsonl (and to wandb): the
+metric names and their healthy ranges are listed in the README ("Training metrics").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from envs.errors import ConfigError
+from vla_rl.config import TrainConfig, config_to_yaml, load_config, save_config
+
+CONFIG_FILE = "train_config.yaml"
+# Options that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_every", "eval_episodes", "eval_videos",
+                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out")
+
+
+def _check_resumable(cfg: TrainConfig, out: Path) -> None:
+    from vla_rl.checkpoints import CheckpointError
+
+    saved_path = out / CONFIG_FILE
+    if not saved_path.is_file():
+        raise CheckpointError(f"{saved_path}: missing — {out} is not a train run directory")
+    saved = load_config(TrainConfig, saved_path)
+    for name in RESUMABLE_CHANGES:
+        setattr(saved, name, getattr(cfg, name))
+    a, b = config_to_yaml(saved).splitlines(), config_to_yaml(cfg).splitlines()
+    diff = [f"{x.strip()} -> {y.strip()}" for x, y in zip(a, b, strict=False) if x != y]
+    if diff or len(a) != len(b):
+        raise ConfigError(f"--resume: options differ from {saved_path}: {diff[:3]}; resume with the same options "
+                          f"(only {', '.join(RESUMABLE_CHANGES[1:])} may change)")
+
+
+def resolve_env(cfg: TrainConfig, policy) -> tuple[str, Any]:
+    """The env id and EnvOptions to train in: the given ones, or the policy's training env."""
+    from envs import EnvOptions
+
+    env_id = cfg.env or policy.spec.train_env
+    if not env_id:
+        raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
+    options = cfg.env_options
+    if not cfg.env and policy.spec.train_env_options and options == EnvOptions():
+        try:
+            options = EnvOptions(**policy.spec.train_env_options)
+            options.validate()
+        except (TypeError, ConfigError) as e:
+            raise ConfigError(f"{Path(cfg.policy) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
+                              "pass --env and --env_options explicitly") from None
+    return env_id, options
+
+
+def flatten_result(result: dict) -> dict[str, float]:
+    """The metrics of one `algo.train()` result under the README's namespaces."""
+    row: dict[str, float] = {}
+    for key, value in (result.get("vla") or {}).items():
+        row[key] = float(value)
+    learner = (result.get("learners") or {}).get("default_policy", {})
+    for key, value in learner.items():
+        if "/" in key:
+            row[key] = float(value)
+    skipped = (result.get("learners") or {}).get("losses/skipped_steps")
+    if skipped is None:
+        skipped = (result.get("learners") or {}).get("__all_modules__", {}).get("losses/skipped_steps")
+    if skipped is not None:
+        row["losses/skipped_steps"] = float(skipped)
+    return row
+
+
+def _round(row: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _start_wandb(cfg: TrainConfig, out: Path, resume: bool):
+    if cfg.wandb.mode == "disabled":
+        return None
+    import wandb
+
+    id_file = out / "wandb" / "run_id.txt"
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    (out / "wandb").mkdir(parents=True, exist_ok=True)
+    run = wandb.init(mode=cfg.wandb.mode, project=cfg.wandb.project, name=cfg.wandb.name or out.name,
+                     tags=list(cfg.wandb.tags), dir=str(out), id=run_id, resume="allow" if run_id else None,
+                     config=dataclasses.asdict(cfg))
+    id_file.write_text(run.id)
+    return run
+
+
+def _sync_fraction(module) -> tuple[int, int]:
+    """(bytes sent to runners per sync, bytes of the full policy state)."""
+    sent = sum(t.numel() * t.element_size() for t in module.get_state(inference_only=True).values())
+    full = sum(t.numel() * t.element_size() for t in module.policy.state_dict().values())
+    return sent, full
+
+
+def run(cfg: TrainConfig) -> int:
+    import ray
+    import torch
+
+    from reward_models.reward_model import RewardEnsemble
+    from vla_rl.checkpoints import CheckpointError
+    from vla_rl.evaluation import check_env_fits, evaluate_policy, progress_total
+    from vla_rl.outputs import TRAIN_RUN, clear_output, existing_output, prepare_output
+    from vla_rl.policy import VLAPolicy
+    from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.rl.checkpoint import latest, learner_module, load_train_state, save_rl_checkpoint
+
+    out = Path(cfg.out)
+    root = out / "checkpoints"
+    if cfg.resume:
+        if not existing_output(out, TRAIN_RUN):
+            raise CheckpointError(f"{out / CONFIG_FILE}: missing — {out} is not a train run to resume "
+                                  "(drop --resume to start one)")
+        _check_resumable(cfg, out)
+    replace = not cfg.resume and prepare_output(out, TRAIN_RUN, overwrite=cfg.overwrite,
+                                                alternative="--resume true to continue it")
+    # Every input is checked before anything is written.
+    policy = VLAPolicy.from_pretrained(cfg.policy)
+    env_id, options = resolve_env(cfg, policy)
+    check_env_fits(policy, env_id, options)
+    if cfg.reward == "model":
+        RewardEnsemble.load(cfg.reward_model)
+    ckpt = None
+    if cfg.resume:
+        ckpt = latest(root)
+        if ckpt is None:
+            raise CheckpointError(f"{root / 'last'}: no checkpoint to resume from (the run stopped before its first "
+                                  "save) — start again with --overwrite true")
+        saved_state = load_train_state(ckpt)
+    elif replace:
+        clear_output(out, TRAIN_RUN)
+    if not cfg.resume:
+        save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
+
+    env_config = {"env_id": env_id, "env_options": dataclasses.asdict(options),
+                  "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
+                  "reward": cfg.env_reward, "seed": cfg.seed}
+    del policy
+    torch.set_num_threads(cfg.learner_threads)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=True)
+        else:
+            need = max(1, cfg.env_runners) * cfg.cpus_per_runner
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, logging_level="ERROR")
+    algo = build_config(cfg, env_config, module_config(str(Path(cfg.policy).resolve()), cfg)).build_algo()
+    iteration, env_steps, wall = 0, 0, 0.0
+    if ckpt is not None:
+        algo.restore_from_path(str((ckpt / "rllib").resolve()))
+        algo.push_weights()
+        algo.set_rng_state(saved_state["rng"])
+        iteration, env_steps, wall = int(saved_state["iteration"]), int(saved_state["env_steps"]), float(saved_state["wall_s"])
+    module = learner_module(algo)
+    sent, full = _sync_fraction(module)
+    end = cfg.iterations if not cfg.stop_after else min(cfg.iterations, iteration + cfg.stop_after)
+    print(f"train: {env_id} from {cfg.policy}; reward {cfg.reward if cfg.reward == 'model' else cfg.env_reward}; "
+          f"{cfg.env_runners} runner(s) x {cfg.envs_per_runner} envs x {cfg.rollout_length} decisions per iteration; "
+          f"weight sync {sent / 1e6:.2f} MB = {100 * sent / full:.1f} % of the policy; iterations {iteration} -> {end}",
+          file=sys.stderr)
+    run_wandb = _start_wandb(cfg, out, cfg.resume)
+    metrics_path = out / "metrics.jsonl"
+    last_eval: dict = {}
+    bar = tqdm(total=cfg.iterations, initial=iteration, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True)
+    try:
+        while iteration < end and not (cfg.env_steps and env_steps >= cfg.env_steps):
+            t0 = time.perf_counter()
+            result = algo.train()
+            iteration += 1
+            row = flatten_result(result)
+            env_steps += int(row.get("rollout/env_steps", 0))
+            row.update({"perf/sync_bytes": float(sent), "perf/sync_fraction": sent / full})
+            last = iteration == end or (cfg.env_steps and env_steps >= cfg.env_steps)
+            if cfg.eval_every >= 0 and (last or (cfg.eval_every and iteration % cfg.eval_every == 0)):
+                t_eval = time.perf_counter()
+                with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at iteration {iteration}",
+                          unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
+                    last_eval = evaluate_policy(module.policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed,
+                                                options=options, videos=cfg.eval_videos,
+                                                out=out / "eval" / f"{iteration:06d}" if cfg.eval_videos else None,
+                                                progress=eval_bar)
+                last_eval.pop("per_episode")
+                row.update({"eval/success_rate": last_eval["success_rate"],
+                            "eval/success_ci_low": last_eval["success_rate_ci95"][0],
+                            "eval/success_ci_high": last_eval["success_rate_ci95"][1],
+                            "eval/return": last_eval["mean_return"], "eval/length": last_eval["mean_length"],
+                            "perf/eval_s": time.perf_counter() - t_eval})
+                bar.write(f"iteration {iteration}: greedy success {last_eval['success_rate']:.2f} (95% CI "
+                          f"{last_eval['success_rate_ci95'][0]:.2f}-{last_eval['success_rate_ci95'][1]:.2f})")
+            wall += time.perf_counter() - t0
+            row = _round({"iteration": iteration, "env_steps": env_steps, "time_s": wall, **row})
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if run_wandb is not None:
+                run_wandb.log(row, step=iteration)
+            bar.update(1)
+            bar.set_postfix(success=f"{row.get('rollout/success_rate', float('nan')):.2f}",
+                            ret=f"{row.get('rollout/return', float('nan')):.2f}",
+                            kl=f"{row.get('kl/ref_per_token', float('nan')):.4f}",
+                            sps=f"{row.get('perf/env_steps_per_s', 0):.0f}")
+            if iteration % cfg.save_every == 0 or last or iteration == end:
+                save_rl_checkpoint(root, iteration, algo, {"env_steps": env_steps, "wall_s": wall})
+    finally:
+        bar.close()
+        if run_wandb is not None:
+            run_wandb.finish()
+        algo.stop()
+        if started_ray:
+            ray.shutdown()
+    summary = {"iteration": iteration, "iterations": cfg.iterations, "env_steps": env_steps, "seconds": round(wall, 1),
+               "checkpoint": str(root / "last" / "pretrained_model")}
+    if last_eval:
+        summary.update({"success_rate": last_eval["success_rate"], "success_rate_ci95": last_eval["success_rate_ci95"]})
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,67 @@
+"""RL checkpoints: `OUT/checkpoints/<iteration>/` + a `last` link, written whole or not at all.
+
+    checkpoints/000010/pretrained_model/   the policy (vla_rl.policy format: base + adapter/ in PEFT format
+                                           + value head), what `vla-rl eval` and `vla-rl export` read
+    checkpoints/000010/rllib/              RLlib's own state: LoRA + value head, both optimizers, the KL
+                                           controller, lifetime counters (cloudpickle: this run's own files)
+    checkpoints/000010/train_state.json    iteration, env steps, wall time, RNG states of driver and runners
+    checkpoints/last -> 000010
+
+The step directory is assembled under a temporary name and renamed into place; `last` is swapped
+atomically afterwards, so it always names a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vla_rl.atomic_io import atomic_write_json, replace_dir
+from vla_rl.checkpoints import LAST, CheckpointError, latest, step_dir
+
+STATE_FILE = "train_state.json"
+__all__ = ["STATE_FILE", "latest", "load_train_state", "save_rl_checkpoint"]
+
+
+def learner_module(algo):
+    """The learner's RLModule (num_learners=0: it lives in the driver; `algo.get_module()` is a runner's)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    return algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+
+
+def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, Any]) -> Path:
+    root = Path(root)
+    final = step_dir(root, iteration)
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    learner_module(algo).policy.save_pretrained(tmp / "pretrained_model")
+    algo.save_to_path(str((tmp / "rllib").resolve()))
+    atomic_write_json(tmp / STATE_FILE, {**state, "iteration": iteration, "rng": algo.rng_state()})
+    replace_dir(tmp, final)
+    link_tmp = root / f".{LAST}.tmp"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    os.symlink(final.name, link_tmp)
+    os.replace(link_tmp, root / LAST)
+    return final
+
+
+def load_train_state(ckpt: str | Path) -> dict[str, Any]:
+    path = Path(ckpt) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing — the checkpoint is incomplete")
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    for key in ("iteration", "env_steps", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{path}: field {key!r} is missing")
+    if not (Path(ckpt) / "rllib").is_dir():
+        raise CheckpointError(f"{Path(ckpt) / 'rllib'}: missing — the checkpoint is incomplete")
+    return state
