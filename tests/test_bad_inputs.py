@@ -106,6 +106,22 @@ CASES = [
     (["eval"], "--policy {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not an evaluation"),
     (["eval"], "--policy {r}/" + P + " --out {r}/eval", "eval: already holds an evaluation"),
     (["eval"], "--policy {r}/" + P + " --out {r}/afile", "afile: is a file"),
+    # train (every check happens before Ray starts or anything is written)
+    (["train"], "--policy {r}/nope --out {w}/t", "nope/policy.json: not found"),
+    (["train"], "--policy {r}/pol_unlisted --out {w}/t", "heads.safetensors: not listed in"),
+    (["train"], "--policy {r}/" + P + " --env metaworld/drawer-open --out {w}/t", "takes 4-D actions"),
+    (["train"], "--policy {r}/" + P + " --env_options.image_size 32 --out {w}/t", "renders 32x32 images"),
+    (["train"], "--policy {r}/" + P + " --reward model --reward_model {r}/nope --out {w}/t",
+     "reward_model.json: not found"),
+    (["train"], "--policy {r}/" + P + " --reward model --out {w}/t", "reward=model needs --reward_model"),
+    (["train"], "--policy {r}/" + P + " --beta -0.1 --out {w}/t", "beta=-0.1 is negative"),
+    (["train"], "--policy {r}/" + P + " --minibatch_size 100000 --out {w}/t", "exceeds the batch of 512 decisions"),
+    (["train"], "--policy {r}/" + P + " --resume true --out {w}/t", "is not a train run to resume"),
+    (["train"], "--policy {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a train run"),
+    (["train"], "--policy {r}/" + P + " --wandb.mode loud --out {w}/t", "wandb.mode='loud'"),
+    # export
+    (["export"], "--checkpoint {r}/nope --out {w}/x", "neither a train checkpoint"),
+    (["export"], "--checkpoint {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a policy directory"),
     # reward label
     (["reward", "label"], "--data [{r}/demos] --segment_length 500 --pairs 2 --out {w}/p", "segment_length=500"),
     (["reward", "label"], "--data [{r}/demos] --labeler hf --vlm_model {r}/demos --pairs 2 --out {w}/p",

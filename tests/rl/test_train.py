@@ -1,0 +1,200 @@
+"""The RL loop end to end on one real Ray env-runner actor (tiny preset, tabletop/touch-color):
+learner and sampler agree, an update changes only LoRA + value head, the reference stays put, the
+runners get exactly the learner's trainable tensors, NaN steps are skipped, `vla-rl train`
+resumes exactly, and `vla-rl export` loads in peft and in transformers alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from obs_samples import make_obs
+
+from vla_rl.cli import main
+
+ENV = "tabletop/touch-color"
+RUN = ["--envs_per_runner", "4", "--rollout_length", "30", "--minibatch_size", "60", "--epochs", "1", "--lora_r", "4",
+       "--lora_alpha", "8", "--eval_every", "-1", "--wandb.mode", "disabled", "--save_every", "2", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory) -> Path:
+    from envs import get_spec
+    from vla_rl.policy import ActionTokenizer, build_policy
+
+    spec = get_spec(ENV)
+    policy = build_policy(ActionTokenizer((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim),
+                          state_dim=spec.state_dim, image_size=(64, 64), family="llava", preset="tiny", seed=0)
+    policy.spec.train_env, policy.spec.train_env_options = ENV, {"image_size": 64}
+    path = tmp_path_factory.mktemp("policy") / "pretrained_model"
+    policy.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def algo(tiny_policy):
+    import ray
+
+    from vla_rl.config import TrainConfig
+    from vla_rl.policy import VLAPolicy
+    from vla_rl.rl.algorithm import build_config, module_config
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=60, epochs=1,
+                      lora_r=4, lora_alpha=8, lr=1e-3)
+    at = VLAPolicy.from_pretrained(tiny_policy).action_tokenizer
+    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
+                  "chunk_size": 1, "reward": "shaped", "seed": 0}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    algorithm = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+    yield algorithm
+    algorithm.stop()
+    ray.shutdown()
+
+
+def _obs():
+    return {k: torch.as_tensor(v) for k, v in make_obs(4, seed=3, state_dim=2).items()}
+
+
+def test_one_update_changes_only_lora_and_value_head_and_runners_follow(algo):
+    from vla_rl.rl.checkpoint import learner_module
+
+    module = learner_module(algo)
+    policy = module.policy
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    obs = _obs()
+    tokens = policy.act(obs, greedy=True).tokens
+    with torch.no_grad(), policy.reference():
+        ref_before = policy.evaluate(obs, tokens).bin_logp
+    with torch.no_grad():
+        assert torch.equal(policy.evaluate(obs, tokens).bin_logp, ref_before)  # fresh adapters: KL = 0
+
+    result = algo.train()
+    row = result["learners"]["default_policy"]
+    assert abs(row["policy/first_ratio_max_dev"]) < 1e-5  # the learner scores the sampled tokens as the sampler did
+    changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all("lora_" in k or "value_head" in k for k in changed), sorted(changed)[:5]
+    assert any("lora_B" in k for k in changed) and any("value_head" in k for k in changed)
+    with torch.no_grad(), policy.reference():
+        torch.testing.assert_close(policy.evaluate(obs, tokens).bin_logp, ref_before, atol=0, rtol=0)
+        ref_logp = policy.evaluate(obs, tokens).bin_logp
+    with torch.no_grad():
+        new_logp = policy.evaluate(obs, tokens).bin_logp
+    from vla_rl.rl.ppo_math import exact_kl
+
+    assert float(exact_kl(new_logp, ref_logp).mean()) > 0  # the update moved the policy off the reference
+
+    # The runners hold exactly the learner's LoRA tensors, and that is all that was sent.
+    sent = module.get_state(inference_only=True)
+    assert sent and all("lora_" in k for k in sent)
+    runner_state = algo.env_runner_group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True),
+                                                           local_env_runner=False)[0]
+    assert set(runner_state) == set(sent)
+    for k, v in sent.items():
+        assert torch.equal(torch.as_tensor(runner_state[k]), v), k
+
+
+def test_a_nan_gradient_step_is_skipped_not_applied(algo):
+    learner = algo.learner_group._learner
+    params = dict(learner._params)
+    before = {pid: p.detach().clone() for pid, p in params.items()}
+    opt_before = {name: {k: {kk: (vv.clone() if torch.is_tensor(vv) else vv) for kk, vv in s.items()}
+                         for k, s in opt.state_dict()["state"].items()} for name, opt in learner._named_optimizers.items()}
+    grads = {pid: torch.full_like(p, float("nan")) for pid, p in params.items()}
+    learner.apply_gradients(grads)
+    for pid, p in params.items():
+        assert torch.equal(p.detach(), before[pid])
+    for name, opt in learner._named_optimizers.items():
+        for k, s in opt.state_dict()["state"].items():
+            for kk, vv in s.items():
+                assert torch.equal(torch.as_tensor(vv), torch.as_tensor(opt_before[name][k][kk]))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_policy, tmp_path_factory):
+    """`vla-rl train` 4 iterations in one go, and 2 + 2 with a resume in between."""
+    root = tmp_path_factory.mktemp("runs")
+    base = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "4"]
+    assert main([*base, "--out", str(root / "four")]) == 0
+    assert main([*base, "--stop_after", "2", "--out", str(root / "two")]) == 0
+    assert json.loads((root / "two/checkpoints/last/train_state.json").read_text())["iteration"] == 2
+    assert main([*base, "--resume", "true", "--out", str(root / "two")]) == 0
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_end_to_end_logs_every_namespace(runs):
+    rows = _rows(runs / "four/metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert [r["env_steps"] for r in rows] == [120, 240, 360, 480]
+    for key in ("rollout/success_rate", "rollout/return", "rollout/env_return", "losses/policy", "losses/value",
+                "policy/entropy", "policy/clipfrac", "policy/approx_kl", "policy/first_ratio_max_dev",
+                "value/explained_variance", "kl/ref_per_token", "kl/k3_per_token", "kl/beta", "perf/sample_s",
+                "perf/learn_s", "perf/sync_s", "perf/env_steps_per_s", "perf/sync_fraction"):
+        assert all(key in r for r in rows), key
+    assert all(abs(r["policy/first_ratio_max_dev"]) < 1e-5 for r in rows)
+    assert 0 <= rows[0]["kl/ref_per_token"] < rows[-1]["kl/ref_per_token"]  # the policy drifts from the reference
+    last = runs / "four/checkpoints/last"
+    assert last.is_symlink() and (last / "pretrained_model/adapter").is_dir() and (last / "rllib").is_dir()
+
+
+def test_resume_2_plus_2_equals_4(runs):
+    from safetensors.torch import load_file
+
+    a, b = _rows(runs / "four/metrics.jsonl"), _rows(runs / "two/metrics.jsonl")
+    keys = ("iteration", "env_steps", "rollout/return", "rollout/env_return", "losses/policy", "kl/ref_per_token")
+    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+    wa = load_file(str(runs / "four/checkpoints/last/pretrained_model/adapter/adapter_model.safetensors"))
+    wb = load_file(str(runs / "two/checkpoints/last/pretrained_model/adapter/adapter_model.safetensors"))
+    assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha = load_file(str(runs / "four/checkpoints/last/pretrained_model/heads.safetensors"))
+    hb = load_file(str(runs / "two/checkpoints/last/pretrained_model/heads.safetensors"))
+    assert all(torch.equal(ha[k], hb[k]) for k in ha)
+
+
+def test_resume_with_changed_options_is_refused(runs, tiny_policy, capsys):
+    before = (runs / "two/metrics.jsonl").read_text()
+    argv = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "6", "--beta", "0.2", "--resume", "true",
+            "--out", str(runs / "two")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "options differ" in err and "beta: 0.05 -> beta: 0.2" in err
+    assert (runs / "two/metrics.jsonl").read_text() == before
+
+
+def test_export_loads_in_peft_and_merged_in_transformers_alone(runs, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from vla_rl.policy import VLAPolicy
+
+    ckpt = runs / "four/checkpoints/last"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "adapter")]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--merge", "true", "--out", str(tmp_path / "merged")]) == 0
+    assert not (tmp_path / "merged/adapter").exists()
+    assert all(p.suffix in (".json", ".safetensors", ".txt", ".model", ".jinja") or p.is_dir()
+               for p in (tmp_path / "merged").rglob("*")), "safetensors + JSON only"
+    ids = torch.arange(5)[None] + 3
+    base = AutoModelForImageTextToText.from_pretrained(tmp_path / "adapter/base", local_files_only=True).eval()
+    peft_model = PeftModel.from_pretrained(base, tmp_path / "adapter/adapter").eval()
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged/base", local_files_only=True).eval()
+    lm = lambda m: m.get_decoder() if hasattr(m, "get_decoder") else m.language_model  # noqa: E731
+    with torch.no_grad():
+        h_peft = peft_model.base_model.model.model.language_model(input_ids=ids).last_hidden_state
+        h_merged = lm(merged.model if hasattr(merged, "model") else merged)(input_ids=ids).last_hidden_state
+        base_only = AutoModelForImageTextToText.from_pretrained(tmp_path / "adapter/base", local_files_only=True)
+        h_base = base_only.model.language_model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(h_merged, h_peft, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(h_base, h_peft, atol=1e-7)  # the adapter is not a no-op
+    # Both exports are policies `vla-rl eval` runs, and they act alike.
+    a, m = VLAPolicy.from_pretrained(tmp_path / "adapter"), VLAPolicy.from_pretrained(tmp_path / "merged")
+    obs = make_obs(3, seed=1, state_dim=2)
+    torch.testing.assert_close(m.evaluate(obs, a.act(obs, greedy=True).tokens).logp,
+                               a.evaluate(obs, a.act(obs, greedy=True).tokens).logp, atol=1e-4, rtol=1e-4)
+    assert np.isfinite(a.act(obs, greedy=True).actions).all()
