@@ -402,6 +402,9 @@ class TrainConfig:
     vf_lr: float = 1e-3
     # Weight of the value loss in the total loss (it also trains the LoRA backbone).
     vf_coef: float = 0.5
+    # First N iterations train only the value head's loss (critic warm-up): a fresh value head's advantages are
+    # noise that would first degrade a good BC policy. 0 = off.
+    critic_warmup: int = 0
     # Entropy bonus per token (0 = none).
     entropy_coef: float = 0.0
     # Global gradient-norm clip per optimizer (0 = off).
@@ -475,6 +478,7 @@ class TrainConfig:
         check_range("vf_lr", self.vf_lr, 1e-9, 1.0)
         check_range("vf_coef", self.vf_coef, 0.0, 1e6)
         check_range("entropy_coef", self.entropy_coef, 0.0, 1e6)
+        check_range("critic_warmup", self.critic_warmup, 0, 10**9)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("temperature", self.temperature, 1e-4, 100.0)
         check_range("lora_dropout", self.lora_dropout, 0.0, 0.9)

@@ -97,6 +97,20 @@ def test_one_update_changes_only_lora_and_value_head_and_runners_follow(algo):
         assert torch.equal(torch.as_tensor(runner_state[k]), v), k
 
 
+def test_critic_warmup_trains_the_value_head_and_keeps_the_policy_still(algo):
+    from vla_rl.rl.checkpoint import learner_module
+
+    learner, module = algo.learner_group._learner, learner_module(algo)
+    learner.config.learner_config_dict["critic_warmup"] = learner.updates_done + 1
+    try:
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        algo.train()
+    finally:
+        learner.config.learner_config_dict["critic_warmup"] = 0
+    changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all("value_head" in k for k in changed), sorted(changed)[:5]
+
+
 def test_a_nan_gradient_step_is_skipped_not_applied(algo):
     learner = algo.learner_group._learner
     params = dict(learner._params)

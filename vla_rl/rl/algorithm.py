@@ -166,7 +166,7 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                   learner_class=VLAPPOLearner,
                   learner_config_dict={
                       "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
-                      "beta": cfg.beta, "kl_target": cfg.kl_target, "temperature": cfg.temperature,
+                      "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "rollout_length": cfg.rollout_length})
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)

@@ -20,7 +20,9 @@ RLlib's (`grad_clip`). A step whose loss or gradients hold NaN/inf is skipped �
 the optimizers' moments untouched — and counted in `losses/skipped_steps`.
 
 `learner_config_dict`: lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
-temperature (must equal the module's), reward_model (a directory or ""), ref_chunk.
+critic_warmup (updates that train only the value loss, so a fresh value head does not feed noise
+advantages to a good BC policy), temperature (must equal the module's), reward_model (a directory or ""), ref_chunk, kl_reference
+(False drops the reference pass and the KL term: the memory benchmark's control arm).
 """
 
 from __future__ import annotations
@@ -121,10 +123,12 @@ class VLAPPOLearner(PPOTorchLearner):
             target=float(cfg["kl_target"]) if cfg.get("kl_target") else None,
             horizon=int(cfg.get("kl_horizon", 10_000)))
         self._first_minibatch = True
-        self._kl_sum, self._kl_rows = 0.0, 0
+        self.updates_done = 0  # learner updates (iterations) so far; checkpointed
+        self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
         # Reference distributions and (optionally) learned rewards, once per batch, before GAE.
-        self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
-            chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
+        if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
+            self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
+                chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
         if cfg.get("reward_model"):
             self._learner_connector.insert_before(GeneralAdvantageEstimation,
                                                   RewardModelRelabel(reward_model_dir=cfg["reward_model"]))
@@ -153,20 +157,28 @@ class VLAPPOLearner(PPOTorchLearner):
         pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)
         values = fwd_out[Columns.EMBEDDINGS]
         vf_loss = ppo_math.value_loss(values, values, batch[Postprocessing.VALUE_TARGETS], None, mask)
-        kl_tokens = ppo_math.exact_kl(fwd_out[BIN_LOGP], batch[REF_BIN_LOGP])  # (B, K·D)
+        if REF_BIN_LOGP in batch:
+            kl_tokens = ppo_math.exact_kl(fwd_out[BIN_LOGP], batch[REF_BIN_LOGP])  # (B, K·D)
+        else:
+            kl_tokens = torch.zeros_like(fwd_out[TOKEN_LOGP])
         kl_decision = ppo_math.masked_mean(kl_tokens.sum(-1), mask)
         entropy = ppo_math.masked_mean(fwd_out[ENTROPY].mean(-1), mask)
         beta = self.kl_controller.beta
-        total = (pg_loss + float(cfg.get("vf_coef", 0.5)) * vf_loss + beta * kl_decision
-                 - float(cfg.get("entropy_coef", 0.0)) * entropy)
+        if self.updates_done < int(cfg.get("critic_warmup", 0)):  # fit the fresh value head before moving the policy
+            total = float(cfg.get("vf_coef", 0.5)) * vf_loss
+        else:
+            total = (pg_loss + float(cfg.get("vf_coef", 0.5)) * vf_loss + beta * kl_decision
+                     - float(cfg.get("entropy_coef", 0.0)) * entropy)
 
         with torch.no_grad():
             n_tok = kl_tokens.shape[-1]
-            token_logp, ref_token_logp = fwd_out[TOKEN_LOGP], batch[REF_TOKEN_LOGP]
+            token_logp = fwd_out[TOKEN_LOGP]
+            ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
             kl_per_token = float(kl_decision) / n_tok
             if math.isfinite(kl_per_token):
                 self._kl_sum += kl_per_token
                 self._kl_rows += 1
+                self._kl_samples += int(mask.sum()) if mask is not None else len(kl_tokens)
             stats = {
                 "losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
                 "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac),
@@ -194,28 +206,39 @@ class VLAPPOLearner(PPOTorchLearner):
             for optim in self._optimizer_parameters:
                 optim.zero_grad(set_to_none=True)
             return
+        if self.updates_done < int(self.config.learner_config_dict.get("critic_warmup", 0)):
+            # The value loss also reaches LoRA through the shared backbone: keep the policy still while warming
+            # up (grad None: AdamW skips the tensor, momentum included).
+            lora = {id(p) for name, opt in self._named_optimizers.items() if name.endswith("lora")
+                    for group in opt.param_groups for p in group["params"]}
+            for pid in [pid for pid in gradients_dict if id(self._params[pid]) in lora]:
+                self._params[pid].grad = None
+                del gradients_dict[pid]
         super().apply_gradients(gradients_dict)
 
     # --- per-update bookkeeping ----------------------------------------------------------------------
     def update(self, *args, **kwargs):
         self._first_minibatch = True
-        self._kl_sum, self._kl_rows = 0.0, 0
+        self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
         return super().update(*args, **kwargs)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
+        self.updates_done += 1
         if self._kl_rows:
-            self.kl_controller.update(self._kl_sum / self._kl_rows, n_steps=self._kl_rows)
+            # β moves once per update, by the mean KL per token over its minibatches and the samples it trained on.
+            self.kl_controller.update(self._kl_sum / self._kl_rows, n_steps=self._kl_samples)
 
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
-        state[KL_STATE] = self.kl_controller.state_dict()
+        state[KL_STATE] = {**self.kl_controller.state_dict(), "updates_done": self.updates_done}
         return state
 
     def set_state(self, state) -> None:
         super().set_state(state)
         if KL_STATE in state:
             self.kl_controller.load_state_dict(state[KL_STATE])
+            self.updates_done = int(state[KL_STATE].get("updates_done", 0))
 
 
 def finite_mean(values) -> float:
