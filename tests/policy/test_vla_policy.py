@@ -148,7 +148,7 @@ def test_lora_on_the_vision_tower_is_optional(tiny_policy):
     lm_only, with_vision = tiny_policy(), tiny_policy()
     lm_only.add_lora(r=2, alpha=4)
     with_vision.add_lora(r=2, alpha=4, include_vision=True)
-    vision = lambda p: {n for n, q in p.named_parameters() if q.requires_grad and "lora_" in n and "vision" in n}
+    vision = lambda p: {n for n, q in p.named_parameters() if q.requires_grad and "lora_" in n and "vision" in n}  # noqa: E731
     assert not vision(lm_only) and vision(with_vision)
 
 

@@ -10,7 +10,13 @@ import pytest
 from envs import EnvOptions, ScriptedExpert
 from envs.errors import ActionError
 from vla_rl.policy import ActionTokenizer
-from vla_rl.rl.env import REWARD_MAX, RLRewardWrapper, build_rl_env, seed_states, set_seed_states
+from vla_rl.rl.env import (
+    REWARD_MAX,
+    RLRewardWrapper,
+    build_rl_env,
+    seed_states,
+    set_seed_states,
+)
 
 
 class ScriptedRewards(gym.Env):

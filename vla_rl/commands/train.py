@@ -116,7 +116,12 @@ def run(cfg: TrainConfig) -> int:
     from vla_rl.outputs import TRAIN_RUN, clear_output, existing_output, prepare_output
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config, module_config
-    from vla_rl.rl.checkpoint import latest, learner_module, load_train_state, save_rl_checkpoint
+    from vla_rl.rl.checkpoint import (
+        latest,
+        learner_module,
+        load_train_state,
+        save_rl_checkpoint,
+    )
 
     out = Path(cfg.out)
     root = out / "checkpoints"
