@@ -212,3 +212,18 @@ def test_export_loads_in_peft_and_merged_in_transformers_alone(runs, tmp_path):
     torch.testing.assert_close(m.evaluate(obs, a.act(obs, greedy=True).tokens).logp,
                                a.evaluate(obs, a.act(obs, greedy=True).tokens).logp, atol=1e-4, rtol=1e-4)
     assert np.isfinite(a.act(obs, greedy=True).actions).all()
+
+
+def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path):
+    """--reward model: PPO optimises the reward model's rewards; the env's return is still logged."""
+    assert main(["collect", "--env", ENV, "--episodes", "3", "--out", str(tmp_path / "demos")]) == 0
+    assert main(["reward", "label", "--data", f"[{tmp_path / 'demos'}]", "--pairs", "20",
+                 "--out", str(tmp_path / "pairs")]) == 0
+    assert main(["reward", "train", "--pairs", f"[{tmp_path / 'pairs'}]", "--epochs", "1", "--ensemble_size", "1",
+                 "--out", str(tmp_path / "rm")]) == 0
+    argv = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "1", "--reward", "model",
+            "--reward_model", str(tmp_path / "rm")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    row = _rows(tmp_path / "run/metrics.jsonl")[0]
+    assert np.isfinite(row["losses/value"]) and "rollout/env_return" in row
+    assert json.loads((tmp_path / "run/checkpoints/last/train_state.json").read_text())["iteration"] == 1
