@@ -62,12 +62,34 @@ def save_checkpoint(root: str | Path, step: int, policy, optimizer: torch.optim.
         "step": step, "param_names": names, "param_groups": groups,
         "numpy_rng": np_rng.bit_generator.state, "extra": extra})
     replace_dir(tmp, final)
+    point_last(root, final)
+    return final
+
+
+def point_last(root: Path, final: Path) -> None:
+    """Swap `root/last` to `final` atomically (a new link renamed over the old one)."""
     link_tmp = root / f".{LAST}.tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     os.symlink(final.name, link_tmp)
     os.replace(link_tmp, root / LAST)
-    return final
+
+
+def check_same_options(config_class, cfg, saved_path: Path, changeable: tuple[str, ...], what: str) -> None:
+    """Refuse `--resume` when an option other than `changeable` differs from the run's saved config."""
+    from envs.errors import ConfigError
+    from vla_rl.config import config_to_yaml, load_config
+
+    if not saved_path.is_file():
+        raise CheckpointError(f"{saved_path}: missing — {saved_path.parent} is not {what} directory")
+    saved = load_config(config_class, saved_path)
+    for name in changeable:
+        setattr(saved, name, getattr(cfg, name))
+    a, b = config_to_yaml(saved).splitlines(), config_to_yaml(cfg).splitlines()
+    diff = [f"{x.strip()} -> {y.strip()}" for x, y in zip(a, b, strict=False) if x != y]
+    if diff or len(a) != len(b):
+        raise ConfigError(f"--resume: options differ from {saved_path}: {diff[:3]}; resume with the same options "
+                          f"(only {', '.join(n for n in changeable if n != 'resume')} may change)")
 
 
 def latest(root: str | Path) -> Path | None:

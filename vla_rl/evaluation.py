@@ -51,6 +51,25 @@ def check_env_fits(policy, env_id: str, options: EnvOptions) -> None:
                           "state — evaluate it on a task of its own observation space")
 
 
+def resolve_env(env: str, env_options: EnvOptions, policy, policy_path) -> tuple[str, EnvOptions]:
+    """The env id and options to run a policy in: the given ones, or — with no --env and default
+    options — the env and options of the policy's training demos."""
+    from envs.errors import ConfigError
+
+    env_id = env or policy.spec.train_env
+    if not env_id:
+        raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
+    options = env_options
+    if not env and policy.spec.train_env_options and options == EnvOptions():
+        try:
+            options = EnvOptions(**policy.spec.train_env_options)
+            options.validate()
+        except (TypeError, ConfigError) as e:
+            raise ConfigError(f"{Path(policy_path) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
+                              "pass --env and --env_options explicitly") from None
+    return env_id, options
+
+
 @dataclass
 class _Slot:
     env: Any

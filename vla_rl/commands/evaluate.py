@@ -19,26 +19,19 @@ from vla_rl.config import EvalConfig, save_config
 
 
 def run(cfg: EvalConfig) -> int:
-    from envs import EnvOptions
-    from envs.errors import ConfigError
-    from vla_rl.evaluation import check_env_fits, evaluate_policy, progress_total
+    from vla_rl.evaluation import (
+        check_env_fits,
+        evaluate_policy,
+        progress_total,
+        resolve_env,
+    )
     from vla_rl.outputs import EVAL, clear_output, prepare_output
     from vla_rl.policy import VLAPolicy
 
     out = Path(cfg.out)
     replace = prepare_output(out, EVAL, overwrite=cfg.overwrite)
     policy = VLAPolicy.from_pretrained(cfg.policy, device=cfg.device)
-    env_id = cfg.env or policy.spec.train_env
-    if not env_id:
-        raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
-    options = cfg.env_options
-    if not cfg.env and policy.spec.train_env_options and options == EnvOptions():
-        try:
-            options = EnvOptions(**policy.spec.train_env_options)  # evaluate where it was trained
-            options.validate()
-        except (TypeError, ConfigError) as e:
-            raise ConfigError(f"{Path(cfg.policy) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
-                              "pass --env and --env_options explicitly") from None
+    env_id, options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
     check_env_fits(policy, env_id, options)  # validate everything, then write
     if replace:
         clear_output(out, EVAL)

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs.errors import ConfigError
 from vla_rl.bc_data import BCData, random_shift
 from vla_rl.checkpoints import (
     CheckpointError,
+    check_same_options,
     latest,
     load_training_state,
     save_checkpoint,
 )
-from vla_rl.config import PretrainConfig, config_to_yaml, load_config, save_config
+from vla_rl.config import PretrainConfig, save_config
 from vla_rl.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.schedules import warmup_cosine
 
@@ -59,16 +59,7 @@ def build_initial_policy(cfg: PretrainConfig, data: BCData):
 
 
 def _check_resumable(cfg: PretrainConfig, out: Path) -> None:
-    saved_path = out / CONFIG_FILE
-    if not saved_path.is_file():
-        raise CheckpointError(f"{saved_path}: missing — {out} is not a pretrain run directory")
-    saved = load_config(PretrainConfig, saved_path)
-    for name in RESUMABLE_CHANGES:
-        setattr(saved, name, getattr(cfg, name))
-    a, b = config_to_yaml(saved).splitlines(), config_to_yaml(cfg).splitlines()
-    diff = [f"{x.strip()} -> {y.strip()}" for x, y in zip(a, b, strict=False) if x != y]
-    if diff or len(a) != len(b):
-        raise ConfigError(f"--resume: options differ from {saved_path}: {diff[:3]}; resume with the same options")
+    check_same_options(PretrainConfig, cfg, out / CONFIG_FILE, RESUMABLE_CHANGES, "a pretrain run")
 
 
 def _token_accuracy(policy, obs, tokens) -> float:

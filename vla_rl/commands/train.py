@@ -16,12 +16,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from envs.errors import ConfigError
-from vla_rl.config import TrainConfig, config_to_yaml, load_config, save_config
+from vla_rl.config import TrainConfig, save_config
 
 CONFIG_FILE = "train_config.yaml"
 # Options that may differ between a run and its resumption.
@@ -30,37 +28,9 @@ RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_ev
 
 
 def _check_resumable(cfg: TrainConfig, out: Path) -> None:
-    from vla_rl.checkpoints import CheckpointError
+    from vla_rl.checkpoints import check_same_options
 
-    saved_path = out / CONFIG_FILE
-    if not saved_path.is_file():
-        raise CheckpointError(f"{saved_path}: missing — {out} is not a train run directory")
-    saved = load_config(TrainConfig, saved_path)
-    for name in RESUMABLE_CHANGES:
-        setattr(saved, name, getattr(cfg, name))
-    a, b = config_to_yaml(saved).splitlines(), config_to_yaml(cfg).splitlines()
-    diff = [f"{x.strip()} -> {y.strip()}" for x, y in zip(a, b, strict=False) if x != y]
-    if diff or len(a) != len(b):
-        raise ConfigError(f"--resume: options differ from {saved_path}: {diff[:3]}; resume with the same options "
-                          f"(only {', '.join(RESUMABLE_CHANGES[1:])} may change)")
-
-
-def resolve_env(cfg: TrainConfig, policy) -> tuple[str, Any]:
-    """The env id and EnvOptions to train in: the given ones, or the policy's training env."""
-    from envs import EnvOptions
-
-    env_id = cfg.env or policy.spec.train_env
-    if not env_id:
-        raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
-    options = cfg.env_options
-    if not cfg.env and policy.spec.train_env_options and options == EnvOptions():
-        try:
-            options = EnvOptions(**policy.spec.train_env_options)
-            options.validate()
-        except (TypeError, ConfigError) as e:
-            raise ConfigError(f"{Path(cfg.policy) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
-                              "pass --env and --env_options explicitly") from None
-    return env_id, options
+    check_same_options(TrainConfig, cfg, out / CONFIG_FILE, RESUMABLE_CHANGES, "a train run")
 
 
 def flatten_result(result: dict) -> dict[str, float]:
@@ -112,7 +82,12 @@ def run(cfg: TrainConfig) -> int:
 
     from reward_models.reward_model import RewardEnsemble
     from vla_rl.checkpoints import CheckpointError
-    from vla_rl.evaluation import check_env_fits, evaluate_policy, progress_total
+    from vla_rl.evaluation import (
+        check_env_fits,
+        evaluate_policy,
+        progress_total,
+        resolve_env,
+    )
     from vla_rl.outputs import TRAIN_RUN, clear_output, existing_output, prepare_output
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config, module_config
@@ -134,7 +109,7 @@ def run(cfg: TrainConfig) -> int:
                                                 alternative="--resume true to continue it")
     # Every input is checked before anything is written.
     policy = VLAPolicy.from_pretrained(cfg.policy)
-    env_id, options = resolve_env(cfg, policy)
+    env_id, options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
     check_env_fits(policy, env_id, options)
     if cfg.reward == "model":
         RewardEnsemble.load(cfg.reward_model)

@@ -14,13 +14,12 @@ atomically afterwards, so it always names a complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from vla_rl.atomic_io import atomic_write_json, replace_dir
-from vla_rl.checkpoints import LAST, CheckpointError, latest, step_dir
+from vla_rl.checkpoints import CheckpointError, latest, point_last, step_dir
 
 STATE_FILE = "train_state.json"
 __all__ = ["STATE_FILE", "latest", "load_train_state", "save_rl_checkpoint"]
@@ -43,11 +42,7 @@ def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, 
     algo.save_to_path(str((tmp / "rllib").resolve()))
     atomic_write_json(tmp / STATE_FILE, {**state, "iteration": iteration, "rng": algo.rng_state()})
     replace_dir(tmp, final)
-    link_tmp = root / f".{LAST}.tmp"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    os.symlink(final.name, link_tmp)
-    os.replace(link_tmp, root / LAST)
+    point_last(root, final)
     return final
 
 
