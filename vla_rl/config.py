@@ -402,6 +402,9 @@ class TrainConfig:
     vf_lr: float = 1e-3
     # Weight of the value loss in the total loss (it also trains the LoRA backbone).
     vf_coef: float = 0.5
+    # The value head reads detached backbone features: the value loss trains the head only, never LoRA (the
+    # head reads the hidden state that also emits the first action token). false = shared, as RL4VLA.
+    value_detach: bool = False
     # First N iterations train only the value head's loss (critic warm-up): a fresh value head's advantages are
     # noise that would first degrade a good BC policy. 0 = off.
     critic_warmup: int = 0

@@ -92,3 +92,17 @@ def test_a_wrong_or_missing_key_in_a_synced_state_raises():
 def test_action_space_must_fit_the_policy():
     with pytest.raises(PolicyError, match="does not fit the policy"):
         VLARLModule(observation_space=OBS_SPACE, action_space=gym.spaces.MultiDiscrete([256] * 3), model_config=CONFIG)
+
+
+def test_value_detach_keeps_the_value_loss_out_of_lora():
+    for detach, lora_gets_grad in ((False, True), (True, False)):
+        module = make_module(value_detach=detach)
+        _perturb(module)
+        obs = _obs()
+        bins = module.forward_exploration({Columns.OBS: obs})[Columns.ACTIONS]
+        values = module.forward_train({Columns.OBS: obs, Columns.ACTIONS: bins})[Columns.EMBEDDINGS]
+        values.pow(2).sum().backward()
+        lora = [p.grad for n, p in module.named_parameters() if "lora_" in n]
+        head = [p.grad for n, p in module.named_parameters() if "value_head" in n]
+        assert all(g is not None and g.abs().sum() > 0 for g in head)
+        assert any(g is not None and g.abs().sum() > 0 for g in lora) == lora_gets_grad

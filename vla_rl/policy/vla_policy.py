@@ -103,6 +103,8 @@ class VLAPolicy(nn.Module):
             self.state_proj.to(DTYPES[spec.dtype])
         self._text_cache: dict[bytes, str] = {}
         self._prompt_cache: dict[str, list[int]] = {}
+        # True: the value head trains on detached features, so the value loss cannot move the backbone (or LoRA).
+        self.detach_value_features = False
 
     # --- structure -------------------------------------------------------------------------------
     @property
@@ -289,7 +291,8 @@ class VLAPolicy(nn.Module):
         logp = logp_all.gather(-1, (tokens - off)[..., None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         prompt_len = x["embeds"].shape[1]
-        value = self.value_head(out.last_hidden_state[:, prompt_len - 1])
+        features = out.last_hidden_state[:, prompt_len - 1]
+        value = self.value_head(features.detach() if self.detach_value_features else features)
         return EvalOutput(logp, entropy, value, logp_all)
 
     def value(self, obs: Mapping[str, Any]) -> torch.Tensor:

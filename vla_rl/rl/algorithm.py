@@ -139,7 +139,7 @@ class VLAPPO(PPO):
 def module_config(policy_dir: str, cfg) -> dict[str, Any]:
     return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
-            "temperature": cfg.temperature, "seed": cfg.seed}
+            "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach}
 
 
 def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:

@@ -20,6 +20,7 @@ alone for inference-only runner modules) — and `set_state` refuses unknown or 
                        with family, action_low, action_high, state_dim, image_size, chunk_size, init_seed
     lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
     temperature        sampling temperature of exploration (and of the training log-probs)
+    value_detach       the value head reads detached features (the value loss does not train LoRA)
     seed               seed of the sampling generator
 """
 
@@ -64,6 +65,7 @@ def build_policy_from_config(cfg: dict[str, Any]):
                         target_modules=cfg.get("lora_target_modules") or None,
                         include_vision=bool(cfg.get("lora_vision", False)))
     policy.value_head.requires_grad_(True)
+    policy.detach_value_features = bool(cfg.get("value_detach", False))
     return policy.eval()
 
 
