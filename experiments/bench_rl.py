@@ -44,7 +44,7 @@ def _env_config(policy, reward="shaped", seed=0) -> dict:
 
 
 def _train_config(args):
-    from vla_rl.config import TrainConfig
+    from vla_rl.train_config import TrainConfig
 
     return TrainConfig(policy=str(Path(args.policy).resolve()), envs_per_runner=args.envs, rollout_length=args.steps,
                        minibatch_size=min(64, args.envs * args.steps), lora_r=args.lora_r, lora_alpha=2 * args.lora_r,

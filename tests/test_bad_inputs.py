@@ -119,6 +119,7 @@ CASES = [
     (["train"], "--policy {r}/" + P + " --resume true --out {w}/t", "is not a train run to resume"),
     (["train"], "--policy {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a train run"),
     (["train"], "--policy {r}/" + P + " --wandb.mode loud --out {w}/t", "wandb.mode='loud'"),
+    (["train"], "--policy {r}/" + P + " --critic_warmup -1 --out {w}/t", "critic_warmup=-1 is out of range"),
     # export
     (["export"], "--checkpoint {r}/nope --out {w}/x", "neither a train checkpoint"),
     (["export"], "--checkpoint {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a policy directory"),

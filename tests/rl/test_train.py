@@ -38,9 +38,9 @@ def tiny_policy(tmp_path_factory) -> Path:
 def algo(tiny_policy):
     import ray
 
-    from vla_rl.config import TrainConfig
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.train_config import TrainConfig
 
     torch.set_num_threads(1)
     cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=60, epochs=1,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vla_rl.config import ExportConfig
+from vla_rl.train_config import ExportConfig
 
 
 def policy_dir_of(checkpoint: str | Path) -> Path:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vla_rl.config import TrainConfig, save_config
+from vla_rl.config import save_config
+from vla_rl.train_config import TrainConfig
 
 CONFIG_FILE = "train_config.yaml"
 # Options that may differ between a run and its resumption.

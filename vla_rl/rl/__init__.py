@@ -1,2 +1,2 @@
-"""The RL system: PPO math (pure), and — as the RL issue builds them — the RLlib module, learner,
-env runners, algorithm and checkpoints around the framework-agnostic `VLAPolicy`."""
+"""The RL system around the framework-agnostic `VLAPolicy`: PPO math (pure), the RLlib module,
+learner, env stack, algorithm and checkpoints."""

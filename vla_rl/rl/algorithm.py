@@ -53,7 +53,7 @@ def episode_stats(episodes) -> dict[str, float]:
 
 def _runner_rng_state(runner) -> dict:
     return {"module_generator": runner.module.generator.get_state().tolist(), "envs": seed_states(runner.env),
-            "torch": torch.get_rng_state().tolist(), "numpy": np.random.get_state()[1].tolist()}
+            "torch": torch.get_rng_state().tolist()}
 
 
 def _set_runner_rng_state(runner, state: dict) -> None:

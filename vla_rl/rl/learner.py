@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
@@ -240,7 +239,3 @@ class VLAPPOLearner(PPOTorchLearner):
             self.kl_controller.load_state_dict(state[KL_STATE])
             self.updates_done = int(state[KL_STATE].get("updates_done", 0))
 
-
-def finite_mean(values) -> float:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    return float(arr.mean()) if arr.size else float("nan")

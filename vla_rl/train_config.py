@@ -1,0 +1,197 @@
+"""Typed configs of `vla-rl train` (RL fine-tuning) and `vla-rl export` (same machinery as vla_rl.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs.errors import ConfigError, check_range
+from envs.options import EnvOptions
+
+
+@dataclass
+class WandbOptions:
+    """Weights & Biases logging (metrics.jsonl is always written; wandb mirrors it)."""
+
+    # "offline" (default: files under OUT/wandb, sync later with `wandb sync`), "online" (needs WANDB_API_KEY in
+    # the environment) or "disabled".
+    mode: str = "offline"
+    # wandb project name.
+    project: str = "vla-rl"
+    # Run name; empty = the name of the --out directory.
+    name: str = ""
+    # Tags attached to the run, e.g. --wandb.tags '[drawer,beta0.05]'.
+    tags: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        from envs.errors import check_choice
+
+        check_choice("wandb.mode", self.mode, ("online", "offline", "disabled"))
+
+
+@dataclass
+class TrainConfig:
+    """RL fine-tuning: PPO on LoRA adapters + a value head, β·KL to the reference policy, RLlib env runners.
+
+    Defaults start from the reference single-process run of the RL issue (itself CleanRL / RL4VLA-like:
+    LoRA r 16 on the LM projections, lr 1e-4, value-head lr 1e-3, clip 0.2, γ 0.99, λ 0.95).
+    """
+
+    # Policy to fine-tune: a `pretrained_model` directory written by `vla-rl pretrain` (or by `vla-rl train`).
+    policy: str = ""
+    # Environment id; empty = the env of the policy's training demos (with their env options).
+    env: str = ""
+    env_options: EnvOptions = field(default_factory=EnvOptions)
+    # Reward source: "env" (the env's reward, see env_reward) or "model" (a saved reward model, see reward_model).
+    reward: str = "env"
+    # The env's reward for RL: "shaped" (dense / max + 1 at success: every success outreturns every failure),
+    # "sparse" (1 at success) or "dense" (the raw shaped reward; on Meta-World with terminate_on_success it
+    # rewards hovering near the goal over succeeding).
+    env_reward: str = "shaped"
+    # A reward-model directory written by `vla-rl reward train` (with --reward model).
+    reward_model: str = ""
+    # Training iterations (each: sample, learn, sync weights).
+    iterations: int = 50
+    # Stop after this many env steps in total instead (0 = use iterations only).
+    env_steps: int = 0
+    # Ray env-runner actors (0 = sample in the driver process).
+    env_runners: int = 1
+    # Environments stepped in lockstep by each runner (one batched act() per step).
+    envs_per_runner: int = 8
+    # Decisions sampled per env per iteration; each iteration starts from fresh episodes, so make it at least
+    # the episode length (in decisions) for whole episodes to finish.
+    rollout_length: int = 64
+    # Decisions per PPO minibatch (must not exceed the batch: env_runners x envs_per_runner x rollout_length).
+    minibatch_size: int = 64
+    # Passes over each iteration's batch.
+    epochs: int = 2
+    # Discount γ and GAE λ (per decision).
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    # PPO clip ε of the probability ratio.
+    clip: float = 0.2
+    # KL-to-reference coefficient β (nats per decision, summed over its K·D tokens); 0 = no KL penalty.
+    beta: float = 0.05
+    # Adapt β toward this KL per token (nats) — 0 = keep β fixed.
+    kl_target: float = 0.0
+    # Learning rate of the LoRA adapters (AdamW).
+    lr: float = 1e-4
+    # Learning rate of the value head (its own AdamW).
+    vf_lr: float = 1e-3
+    # Weight of the value loss in the total loss (it also trains the LoRA backbone).
+    vf_coef: float = 0.5
+    # The value head reads detached backbone features: the value loss trains the head only, never LoRA (the
+    # head reads the hidden state that also emits the first action token). false = shared, as RL4VLA.
+    value_detach: bool = False
+    # First N iterations train only the value head's loss (critic warm-up): a fresh value head's advantages are
+    # noise that would first degrade a good BC policy. 0 = off.
+    critic_warmup: int = 0
+    # Entropy bonus per token (0 = none).
+    entropy_coef: float = 0.0
+    # Global gradient-norm clip per optimizer (0 = off).
+    grad_clip: float = 1.0
+    # Sampling temperature of exploration (and of the training log-probs; the two are the same by construction).
+    temperature: float = 1.0
+    # LoRA rank, alpha and dropout; target modules ("" = every LM attention and MLP projection).
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str = ""
+    # Greedy evaluation every N iterations and at the end (0 = only at the end; -1 = never).
+    eval_every: int = 10
+    # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (never seen in training).
+    eval_episodes: int = 30
+    eval_seed: int = 10_000
+    # Videos of the first N episodes of each evaluation (OUT/eval/<iteration>/videos).
+    eval_videos: int = 0
+    # Save a checkpoint every N iterations (and always at the end).
+    save_every: int = 10
+    # Seed of sampling, env episodes and minibatch order.
+    seed: int = 0
+    # Torch threads of the learner (driver); each env runner uses one thread per CPU it holds.
+    learner_threads: int = 1
+    # CPUs per env-runner actor.
+    cpus_per_runner: int = 1
+    # Ray cluster address ("" = start a local Ray; "auto" or host:port = join a running cluster).
+    ray_address: str = ""
+    wandb: WandbOptions = field(default_factory=WandbOptions)
+    # Run directory: checkpoints/<iteration>/, metrics.jsonl, train_config.yaml, eval/.
+    out: str = "outputs/train"
+    # Continue the run in `out` from checkpoints/last (same options required).
+    resume: bool = False
+    # Stop after this many iterations in this invocation (0 = run to the end); resume later with --resume true.
+    stop_after: int = 0
+    # Replace an earlier train run in `out` (only a train run; anything else there is refused).
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        from envs.errors import check_choice
+
+        if not self.policy:
+            raise ConfigError("policy='' : give a pretrained policy directory, e.g. "
+                              "--policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model")
+        if self.env:
+            from envs.registry import get_spec
+
+            try:
+                get_spec(self.env)
+            except KeyError as e:
+                raise ConfigError(f"env: {e.args[0]}") from None
+        self.env_options.validate()
+        check_choice("reward", self.reward, ("env", "model"))
+        check_choice("env_reward", self.env_reward, ("shaped", "sparse", "dense"))
+        if self.reward == "model" and not self.reward_model:
+            raise ConfigError("reward=model needs --reward_model DIR (a directory written by `vla-rl reward train`)")
+        for name, lo in (("iterations", 1), ("envs_per_runner", 1), ("rollout_length", 1), ("minibatch_size", 1),
+                         ("epochs", 1), ("eval_episodes", 1), ("save_every", 1), ("lora_r", 1), ("lora_alpha", 1),
+                         ("learner_threads", 1), ("cpus_per_runner", 1)):
+            check_range(name, getattr(self, name), lo, 10**9)
+        check_range("env_steps", self.env_steps, 0, 10**12)
+        check_range("env_runners", self.env_runners, 0, 10_000)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("clip", self.clip, 1e-6, 10.0)
+        if isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and self.beta < 0:
+            raise ConfigError(f"beta={self.beta} is negative: the KL penalty coefficient must be >= 0 (0 = no penalty)")
+        check_range("beta", self.beta, 0.0, 1e6)
+        check_range("kl_target", self.kl_target, 0.0, 1e6)
+        check_range("lr", self.lr, 1e-9, 1.0)
+        check_range("vf_lr", self.vf_lr, 1e-9, 1.0)
+        check_range("vf_coef", self.vf_coef, 0.0, 1e6)
+        check_range("entropy_coef", self.entropy_coef, 0.0, 1e6)
+        check_range("critic_warmup", self.critic_warmup, 0, 10**9)
+        check_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        check_range("temperature", self.temperature, 1e-4, 100.0)
+        check_range("lora_dropout", self.lora_dropout, 0.0, 0.9)
+        check_range("eval_every", self.eval_every, -1, 10**9)
+        check_range("eval_videos", self.eval_videos, 0, 1000)
+        check_range("eval_seed", self.eval_seed, 0, 2**31 - 1)
+        check_range("seed", self.seed, 0, 2**31 - 1)
+        check_range("stop_after", self.stop_after, 0, 10**9)
+        batch = max(1, self.env_runners) * self.envs_per_runner * self.rollout_length
+        if self.minibatch_size > batch:
+            raise ConfigError(f"minibatch_size={self.minibatch_size} exceeds the batch of {batch} decisions per "
+                              f"iteration (env_runners x envs_per_runner x rollout_length = {max(1, self.env_runners)}"
+                              f" x {self.envs_per_runner} x {self.rollout_length}) — lower it or sample more")
+        self.wandb.validate()
+        if not self.out:
+            raise ConfigError("out='' : give a run directory, e.g. --out outputs/train/drawer")
+
+
+@dataclass
+class ExportConfig:
+    """Export a policy from a train checkpoint: the LoRA adapter (PEFT format) or a merged plain model."""
+
+    # A checkpoint directory of `vla-rl train` (e.g. outputs/train/checkpoints/last) or its pretrained_model.
+    checkpoint: str = ""
+    # Output directory (a new policy directory).
+    out: str = "outputs/export"
+    # Fold the LoRA weights into the base model: a plain transformers model + action tokenizer (no peft needed).
+    merge: bool = False
+    # Replace an earlier export in `out` (only a policy directory; anything else there is refused).
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise ConfigError("checkpoint='' : give a train checkpoint, e.g. --checkpoint outputs/train/checkpoints/last")
+        if not self.out:
+            raise ConfigError("out='' : give an output directory")
