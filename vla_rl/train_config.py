@@ -64,8 +64,9 @@ class TrainConfig:
     minibatch_size: int = 64
     # Passes over each iteration's batch.
     epochs: int = 2
-    # Discount γ and GAE λ (per decision).
+    # Discount γ per decision (0.99: CleanRL / RL4VLA; the drawer-open recipe uses 1, Monte-Carlo returns).
     gamma: float = 0.99
+    # GAE λ (0.95: CleanRL / RL4VLA; 1 = Monte-Carlo advantages, no bias from a fresh value head).
     gae_lambda: float = 0.95
     # PPO clip ε of the probability ratio.
     clip: float = 0.2
@@ -102,8 +103,9 @@ class TrainConfig:
     lora_target_modules: str = ""
     # Greedy evaluation every N iterations and at the end (0 = only at the end; -1 = never).
     eval_every: int = 10
-    # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (never seen in training).
+    # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (unseen in training).
     eval_episodes: int = 30
+    # First evaluation seed (training episodes draw theirs from [0, 2^31) with --seed's RNG: a clash is ~1e-5 per run).
     eval_seed: int = 10_000
     # Videos of the first N episodes of each evaluation (OUT/eval/<iteration>/videos).
     eval_videos: int = 0
