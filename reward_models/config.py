@@ -56,6 +56,9 @@ class RewardLabelConfig:
     timeout: float = 60.0
     # openai: attempts per request; 429, 5xx and timeouts are retried with exponential backoff.
     max_attempts: int = 5
+    # hf / openai: most tokens per reply. A reply cut at this limit is never used: its pair stays "unlabeled"
+    # with the cause (512 fits RL-VLM-F's two-stage analysis; reasoning models need more).
+    max_tokens: int = 512
     # openai: answer cache directory (empty = OUT/vlm_cache).
     cache_dir: str = ""
 
@@ -72,6 +75,7 @@ class RewardLabelConfig:
             check_device("vlm_device", self.vlm_device)
         check_range("timeout", self.timeout, 0.01, 3600)
         check_range("max_attempts", self.max_attempts, 1, 100)
+        check_range("max_tokens", self.max_tokens, 1, 1_000_000)
         from reward_models.teachers import TEACHERS
 
         check_choice("teacher", self.teacher, sorted(TEACHERS))

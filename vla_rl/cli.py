@@ -29,7 +29,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
               "vla_rl.train_config:TrainConfig", "vla_rl.commands.train"),
     "export": ("export a train checkpoint's policy: the LoRA adapter (PEFT) or, with --merge, a plain model",
                "vla_rl.train_config:ExportConfig", "vla_rl.commands.export"),
-    "reward label": ("sample segment pairs from datasets, label them (scripted teacher), append to a pair dataset",
+    "reward label": ("sample segment pairs from datasets, label them (scripted teacher, local HF VLM or an "
+                     "OpenAI-compatible server), append to a pair dataset",
                      "reward_models.config:RewardLabelConfig", "vla_rl.commands.reward_label"),
     "reward train": ("train a Bradley-Terry reward-model ensemble on labelled pairs",
                      "reward_models.config:RewardTrainConfig", "vla_rl.commands.reward_train"),

@@ -25,9 +25,11 @@ from reward_models.labelers.prompts import (
 )
 from reward_models.pairs import Pair
 
+TRUNCATED = "truncated"  # the parsed answer of a pair whose reply hit max_new_tokens
+
 
 class HFVLMLabeler:
-    def __init__(self, model: str, trust_remote_code: bool = False, max_new_tokens: int = 256, swap_check: bool = True,
+    def __init__(self, model: str, trust_remote_code: bool = False, max_new_tokens: int = 512, swap_check: bool = True,
                  device: str = "cpu", dtype: str = "float32", batch_size: int = 8, show_progress: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -61,8 +63,9 @@ class HFVLMLabeler:
         return self.placeholder * n_images + text
 
     @torch.no_grad()
-    def _generate(self, texts: list[str], images: list[list] | None) -> list[str]:
-        """Greedy replies to a left-padded batch of prompts (each with its own images, or none)."""
+    def _generate(self, texts: list[str], images: list[list] | None) -> tuple[list[str], list[bool]]:
+        """Greedy replies to a left-padded batch of prompts (each with its own images, or none), and for each
+        whether it was cut at max_new_tokens (it ran to the limit without an end-of-sequence token)."""
         prompts = [self._prompt(t, len(images[i]) if images else 0) for i, t in enumerate(texts)]
         tok = self.processor.tokenizer
         if images:
@@ -75,15 +78,21 @@ class HFVLMLabeler:
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=tok.pad_token_id)
         start = inputs["input_ids"].shape[1]
-        return [tok.decode(row[start:], skip_special_tokens=True) for row in out]
+        eos = self.model.generation_config.eos_token_id
+        stop = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id, tok.pad_token_id}
+        gens = [row[start:] for row in out]
+        cut = [len(g) >= self.max_new_tokens and int(g[-1]) not in stop for g in gens]
+        return [tok.decode(g, skip_special_tokens=True) for g in gens], cut
 
-    def _ask(self, goals: list[str], image_pairs: list[tuple]) -> tuple[list[int | None], list[list[str]]]:
-        """Both RL-VLM-F stages for a batch: parsed answers and [analysis, answer] texts per pair."""
-        analyses = self._generate([ANALYSIS_PROMPT.format(image1="", image2="", goal=g) for g in goals],
-                                  [list(p) for p in image_pairs])
-        answers = self._generate([LABEL_PROMPT.format(goal=g, analysis=a) for g, a in zip(goals, analyses, strict=True)],
-                                 None)
-        return [parse_answer(a) for a in answers], [list(t) for t in zip(analyses, answers, strict=True)]
+    def _ask(self, goals: list[str], image_pairs: list[tuple]) -> tuple[list, list[list[str]]]:
+        """Both RL-VLM-F stages for a batch: parsed answers (TRUNCATED where either reply was cut) and
+        [analysis, answer] texts per pair."""
+        analyses, cut1 = self._generate([ANALYSIS_PROMPT.format(image1="", image2="", goal=g) for g in goals],
+                                        [list(p) for p in image_pairs])
+        answers, cut2 = self._generate([LABEL_PROMPT.format(goal=g, analysis=a) for g, a in zip(goals, analyses, strict=True)],
+                                       None)
+        parsed = [TRUNCATED if c1 or c2 else parse_answer(a) for a, c1, c2 in zip(answers, cut1, cut2, strict=True)]
+        return parsed, [list(t) for t in zip(analyses, answers, strict=True)]
 
     def label(self, pairs: list[Pair]) -> list[LabelResult]:
         results = []
@@ -100,6 +109,12 @@ class HFVLMLabeler:
                 for i, a, r in zip(ask_again, again, again_raw, strict=True):
                     swapped[i], raws_swapped[i] = a, r
             for i in range(len(chunk)):
+                if TRUNCATED in (answers[i], swapped[i]):  # incomplete reasoning never becomes a label
+                    results.append(LabelResult("unlabeled", None, self.name, {
+                        "model": self.model_id, "prompt_sha256": PROMPT_SHA256, "raw": raws[i],
+                        "error": f"reply cut at max_tokens={self.max_new_tokens}: raise --max_tokens and rerun "
+                                 "with --retry_unlabeled true"}))
+                    continue
                 status, label, consistent = decide(answers[i], swapped[i], self.swap_check)
                 prov = {"model": self.model_id, "prompt_sha256": PROMPT_SHA256, "raw": raws[i],
                         "parsed": answers[i], "parse_failure": answers[i] is None}

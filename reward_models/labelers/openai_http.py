@@ -4,8 +4,10 @@ Each pair costs two calls (analysis, then answer; four with the swap check), sen
 time with httpx. Timeouts, connection errors, 429 and 5xx are retried with exponential backoff and
 jitter (tenacity). Answers are cached on disk under a key of (image hashes, prompt, model, stage),
 so a rerun or a retry never pays twice. A pair whose calls still fail is returned "unlabeled"
-(never dropped) so the caller retries it later. The API key comes from an environment variable
-and is never logged or cached.
+(never dropped) with the cause in its provenance — the server's own reason for an HTTP error (its
+JSON `error.message` or body), or "reply cut at max_tokens" when the server stopped at the token
+limit (`finish_reason` "length"; such a reply is neither used nor cached) — so the caller retries it
+later. The API key comes from an environment variable and is never logged or cached.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ from reward_models.pairs import Pair
 from vla_rl.atomic_io import atomic_write_json
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class ReplyTruncated(RuntimeError):
+    """The server stopped at max_tokens: the reply is incomplete and must not become a label."""
+
+
+def server_reason(response: httpx.Response) -> str:
+    """The server's own explanation of an error status: JSON `error.message` / `error` / `detail`, else the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return " ".join(response.text.split())[:300]
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            return " ".join(str(err).split())[:300]
+    return " ".join(json.dumps(body).split())[:300]
 
 
 def _retryable(e: BaseException) -> bool:
@@ -82,11 +103,19 @@ class OpenAILabeler:
     def _post_once(self, payload: dict) -> str:
         self.calls += 1
         r = self.client.post(f"{self.base_url}/chat/completions", json=payload)
-        r.raise_for_status()
+        if r.is_error:  # keep the server's reason: "400 Bad Request" alone does not say what to fix
+            reason = server_reason(r)
+            raise httpx.HTTPStatusError(f"HTTP {r.status_code} {r.reason_phrase} from {r.request.url}"
+                                        + (f": {reason}" if reason else ""), request=r.request, response=r)
         try:
-            return r.json()["choices"][0]["message"]["content"] or ""
+            choice = r.json()["choices"][0]
+            content = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise ValueError(f"malformed chat-completions response: {r.text[:200]!r}") from e
+        if choice.get("finish_reason") == "length":
+            raise ReplyTruncated(f"reply cut at max_tokens={payload['max_tokens']} (finish_reason 'length'): "
+                                 "raise --max_tokens and rerun with --retry_unlabeled true")
+        return content
 
     def _chat(self, key: str, messages: list) -> str:
         path = self.cache_dir / f"{key}.json" if self.cache_dir else None
@@ -122,7 +151,7 @@ class OpenAILabeler:
                 swapped, swapped_texts = self._ask(pair.instruction_text, b, a)
                 prov["raw_swapped"] = swapped_texts
         except Exception as e:  # noqa: BLE001 - any failure keeps the pair unlabeled for a retry
-            prov["error"] = f"{type(e).__name__}: {e}"[:300]
+            prov["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
             return LabelResult("unlabeled", None, self.name, prov)
         status, label, consistent = decide(ans, swapped, self.swap_check)
         prov["parsed"] = ans

@@ -40,7 +40,8 @@ def _scripted_generate(lab, monkeypatch, replies):
     def spy(**inputs):
         calls.append(inputs)
         out = real_generate(**inputs)
-        rows = [tok(next(replies), add_special_tokens=False)["input_ids"] for _ in range(out.shape[0])]
+        rows = [tok(next(replies), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # a finished reply
+                for _ in range(out.shape[0])]
         width = max(map(len, rows))
         padded = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
         return torch.cat([out[:, :inputs["input_ids"].shape[1]], padded], dim=1)
@@ -97,9 +98,26 @@ def test_batched_replies_equal_one_pair_at_a_time(tiny_vlm_dir, monkeypatch):
     assert len({r.provenance["raw"][0] for r in one}) > 1  # the replies depend on the pair
 
 
-def test_random_tiny_model_answers_are_counted_as_abstains(tiny_vlm_dir):
+def test_a_reply_cut_at_max_tokens_leaves_the_pair_unlabeled_with_the_cause(tiny_vlm_dir):
     lab = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=3, swap_check=False)
-    results = lab.label(_pairs(2))
+    results = lab.label(_pairs(2))  # a random model babbles up to the limit, no end-of-sequence token
     assert len(results) == 2
-    for r in results:  # a random model's babble is not "0", "1" or "-1"
-        assert r.status == "abstain" and r.provenance["parse_failure"] and r.source.startswith("hf:")
+    for r in results:
+        assert r.status == "unlabeled" and r.label is None and r.source.startswith("hf:")
+        assert "reply cut at max_tokens=3" in r.provenance["error"] and len(r.provenance["raw"][0]) > 0
+
+
+def test_an_unfinished_analysis_is_never_turned_into_a_label(tiny_vlm_dir, monkeypatch):
+    lab = HFVLMLabeler(str(tiny_vlm_dir), max_new_tokens=4, swap_check=False)
+    tok = lab.processor.tokenizer
+    real_generate, replies = lab.model.generate, iter(["one two three four five six seven", "1"])
+
+    def cut_then_answer(**inputs):  # stage 1 runs to the limit (no EOS), stage 2 answers "1" and stops
+        out = real_generate(**inputs)
+        ids = tok(next(replies), add_special_tokens=False)["input_ids"]
+        ids = ids[:4] if len(ids) >= 4 else ids + [tok.eos_token_id]
+        return torch.cat([out[:, :inputs["input_ids"].shape[1]], torch.tensor([ids])], dim=1)
+
+    monkeypatch.setattr(lab.model, "generate", cut_then_answer)
+    [r] = lab.label(_pairs(1))
+    assert r.status == "unlabeled" and r.label is None and "reply cut at max_tokens=4" in r.provenance["error"]

@@ -22,6 +22,7 @@ class Server:
 
     def __init__(self):
         self.requests, self.auth, self.fail_with, self.sleep_first, self.answer_override = 0, [], [], 0.0, None
+        self.fail_body, self.finish_reason, self.max_tokens_seen = {"error": "try again"}, "stop", []
         self.lock = threading.Lock()
         server = self
 
@@ -36,13 +37,15 @@ class Server:
                     fail = server.fail_with.pop(0) if server.fail_with else None
                     server.auth.append(self.headers.get("Authorization"))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.max_tokens_seen.append(body.get("max_tokens"))
                 if n == 1 and server.sleep_first:
                     time.sleep(server.sleep_first)
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": "not found"})
                 if fail:
-                    return self._send(fail, {"error": "try again"})
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": server.reply(body)}}]})
+                    return self._send(fail, server.fail_body)
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": server.reply(body)},
+                                              "finish_reason": server.finish_reason}]})
 
             def _send(self, code, obj):
                 data = json.dumps(obj).encode()
@@ -133,6 +136,31 @@ def test_persistent_failure_keeps_every_pair_unlabeled(server):
     assert "HTTPStatusError" in results[0].provenance["error"]
 
 
+def test_the_servers_reason_for_an_error_is_kept(server):
+    server.fail_with = [400] * 100  # not retried: a bad request stays bad
+    server.fail_body = {"error": {"message": "Image features and image tokens do not match", "type": "invalid_request"}}
+    results = OpenAILabeler("m", server.url, swap_check=False).label(_pairs(2))
+    assert server.requests == 2 and all(r.status == "unlabeled" for r in results)
+    error = results[0].provenance["error"]
+    assert "HTTP 400 Bad Request" in error and "Image features and image tokens do not match" in error
+    server.fail_body = "<html>upstream exploded</html>"  # a non-JSON body is kept as text
+    server.fail_with = [502] * 100
+    error = OpenAILabeler("m", server.url, swap_check=False, max_attempts=1).label(_pairs(1))[0].provenance["error"]
+    assert "HTTP 502" in error and "upstream exploded" in error
+
+
+def test_a_reply_cut_at_max_tokens_is_reported_and_not_used_or_cached(server, tmp_path):
+    server.finish_reason = "length"
+    lab = OpenAILabeler("m", server.url, swap_check=False, max_tokens=7, cache_dir=tmp_path / "cache")
+    results = lab.label(_pairs(2))
+    assert all(r.status == "unlabeled" and "reply cut at max_tokens=7" in r.provenance["error"] for r in results)
+    assert set(server.max_tokens_seen) == {7} and server.requests == 2  # a cut reply is not retried
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    server.finish_reason = "stop"  # the same pairs with a larger limit are labelled: nothing stale was cached
+    again = OpenAILabeler("m", server.url, swap_check=False, max_tokens=64, cache_dir=tmp_path / "cache").label(_pairs(2))
+    assert [r.label for r in again] == _truth(_pairs(2))
+
+
 def test_unsure_and_unparseable_answers_abstain(server):
     pairs = _pairs(2)
     server.answer_override = "-1"
@@ -149,12 +177,19 @@ def test_cli_keeps_failed_pairs_and_retries_them(server, tmp_path, capsys):
     demos = tmp_path / "demos"
     assert main(["collect", "--env", "tabletop/push-to-target", "--episodes", "3", "--out", str(demos)]) == 0
     server.fail_with = [500] * 1000
+    server.fail_body = {"error": {"message": "CUDA out of memory"}}
     args = ["reward", "label", "--labeler", "openai", "--vlm_model", "m", "--base_url", server.url, "--max_attempts", "1",
-            "--swap_check", "false", "--out", str(tmp_path / "pairs"), "--pairs", "5"]
-    assert main([*args, "--data", f"[{demos}]"]) == 0
-    assert PairDataset(tmp_path / "pairs").counts() == {"unlabeled": 5, "labeled": 0, "abstain": 0}
-    server.fail_with = []
+            "--swap_check", "false", "--out", str(tmp_path / "pairs"), "--pairs", "5", "--max_tokens", "33"]
     capsys.readouterr()
+    # Every call failed: exit 2 with the server's reason in one line; the pairs are kept for a retry.
+    assert main([*args, "--data", f"[{demos}]"]) == 2
+    err = capsys.readouterr().err
+    assert "error: labeler openai:m: none of 5 pairs was answered" in err and "CUDA out of memory" in err
+    assert "--retry_unlabeled true" in err
+    assert PairDataset(tmp_path / "pairs").counts() == {"unlabeled": 5, "labeled": 0, "abstain": 0}
+    assert "CUDA out of memory" in PairDataset(tmp_path / "pairs").load(0).provenance["error"]
+    server.fail_with = []
     assert main([*args, "--retry_unlabeled", "true"]) == 0
+    assert set(server.max_tokens_seen) == {33}
     counts = PairDataset(tmp_path / "pairs").counts()
     assert counts["unlabeled"] == 0 and counts["labeled"] + counts["abstain"] == 5

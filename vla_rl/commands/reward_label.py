@@ -1,18 +1,27 @@
 """`vla-rl reward label`: sample candidate pairs, select queries, label them, append to a pair dataset.
 
 Prints a JSON line: requested / answered / valid (labelled) / abstained / unanswered counts, the
-label source, and — when privileged ground truth exists — `teacher_accuracy` (labels agreeing with
-the ground-truth preference, ties and abstains excluded).
+label source, the causes of unanswered pairs (`errors`: message -> count, e.g. the server's reason
+for an HTTP 400, or a reply cut at max_tokens) and — when privileged ground truth exists —
+`teacher_accuracy` (labels agreeing with the ground-truth preference, ties and abstains excluded).
+Unanswered pairs are stored "unlabeled" (nothing is lost; `--retry_unlabeled true` asks again).
+When not one pair was answered the run fails (exit code 2) with the most common cause.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 import numpy as np
 
 from reward_models.config import RewardLabelConfig
+from vla_rl.errors import VLARLError
+
+
+class LabelingError(VLARLError):
+    """Not one query was answered: the labeler (server, model) is unusable as configured."""
 
 
 def make_labeler(cfg: RewardLabelConfig):
@@ -21,14 +30,15 @@ def make_labeler(cfg: RewardLabelConfig):
 
         return HFVLMLabeler(cfg.vlm_model, trust_remote_code=cfg.trust_remote_code, swap_check=cfg.swap_check,
                             device=cfg.vlm_device, dtype=cfg.vlm_dtype, batch_size=cfg.vlm_batch_size,
-                            show_progress=True)
+                            max_new_tokens=cfg.max_tokens, show_progress=True)
     if cfg.labeler == "openai":
         from pathlib import Path
 
         from reward_models.labelers.openai_http import OpenAILabeler
 
         return OpenAILabeler(cfg.vlm_model, cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.timeout,
-                             cfg.max_attempts, cfg.swap_check, cfg.cache_dir or Path(cfg.out) / "vlm_cache")
+                             cfg.max_attempts, cfg.swap_check, cfg.cache_dir or Path(cfg.out) / "vlm_cache",
+                             max_tokens=cfg.max_tokens)
     from reward_models.labelers import ScriptedLabeler
 
     return ScriptedLabeler(cfg.teacher, seed=cfg.seed)
@@ -80,6 +90,15 @@ def run(cfg: RewardLabelConfig) -> int:
                "abstained": counts["abstain"], "unanswered": counts["unlabeled"], "added": added,
                "duplicates": 0 if cfg.retry_unlabeled else len(queries) - added, "labeler": labeler.name,
                "teacher_accuracy": teacher_accuracy(queries, results), "total_pairs": len(ds), "out": cfg.out}
+    errors = Counter(r.provenance.get("error", "no answer") for r in results if r.status == "unlabeled")
+    summary["errors"] = dict(errors.most_common(5))
     print(f"labelled {counts['labeled']} of {len(queries)} pairs with {labeler.name}", file=sys.stderr)
+    for message, n in errors.most_common(3):
+        print(f"  {n} unanswered: {message}", file=sys.stderr)
     print(json.dumps(summary))
+    if queries and summary["answered"] == 0:
+        cause, n = errors.most_common(1)[0]
+        raise LabelingError(f"labeler {labeler.name}: none of {len(queries)} pairs was answered ({n} x {cause}); "
+                            f"they are kept 'unlabeled' in {cfg.out} — fix the cause, then rerun with "
+                            "--retry_unlabeled true")
     return 0
