@@ -8,32 +8,14 @@ from envs.errors import ConfigError, check_choice, check_range
 
 
 @dataclass
-class RewardLabelConfig:
-    """Sample pairs of segments from demo/rollout datasets, label them, append them to a pair dataset."""
+class LabelerOptions:
+    """Which labeler answers preference queries and how (shared by `reward label` and `train --reward preference`)."""
 
-    # Demo or rollout dataset directories (vla-rl-demos format), e.g. --data '[outputs/demos]'.
-    data: list[str] = field(default_factory=lambda: ["outputs/demos"])
     # Labeler backend: "scripted" (B-Pref teacher over privileged progress), "hf" (a local HF VLM) or
     # "openai" (an OpenAI-compatible chat-completions server: vLLM, SGLang, hosted APIs).
     labeler: str = "scripted"
     # Scripted teacher: oracle | noisy | mistake | skip | myopic | equal (B-Pref's named teachers).
     teacher: str = "oracle"
-    # Number of pairs to query.
-    pairs: int = 500
-    # Frames per segment (1 = single frames, as RL-VLM-F).
-    segment_length: int = 1
-    # Query selection: uniform | disagreement | entropy (the last two need --model).
-    selection: str = "uniform"
-    # Candidate pool = pool_factor x pairs (PEBBLE uses 10).
-    pool_factor: int = 10
-    # Reward model used by disagreement/entropy selection.
-    model: str = ""
-    # Output pair dataset (appended to if it exists).
-    out: str = "outputs/pairs"
-    # Seed of the candidate sampling, the selection and the scripted teacher's noise.
-    seed: int = 0
-    # Instead of sampling new pairs, label the pairs of --out still "unlabeled" (e.g. after failed calls).
-    retry_unlabeled: bool = False
     # hf / openai: model directory or hub id (hf), model name (openai).
     vlm_model: str = ""
     # hf: allow the checkpoint's own code (off unless you trust it).
@@ -59,10 +41,8 @@ class RewardLabelConfig:
     # hf / openai: most tokens per reply. A reply cut at this limit is never used: its pair stays "unlabeled"
     # with the cause (512 fits RL-VLM-F's two-stage analysis; reasoning models need more).
     max_tokens: int = 512
-    # openai: answer cache directory (empty = OUT/vlm_cache).
-    cache_dir: str = ""
 
-    def validate(self) -> None:
+    def validate_labeler(self) -> None:
         check_choice("labeler", self.labeler, ("scripted", "hf", "openai"))
         if self.labeler != "scripted" and not self.vlm_model:
             raise ConfigError(f"labeler={self.labeler!r} needs --vlm_model (a model directory / hub id / served name)")
@@ -79,6 +59,35 @@ class RewardLabelConfig:
         from reward_models.teachers import TEACHERS
 
         check_choice("teacher", self.teacher, sorted(TEACHERS))
+
+
+@dataclass
+class RewardLabelConfig(LabelerOptions):
+    """Sample pairs of segments from demo/rollout datasets, label them, append them to a pair dataset."""
+
+    # Demo or rollout dataset directories (vla-rl-demos format), e.g. --data '[outputs/demos]'.
+    data: list[str] = field(default_factory=lambda: ["outputs/demos"])
+    # Number of pairs to query.
+    pairs: int = 500
+    # Frames per segment (1 = single frames, as RL-VLM-F).
+    segment_length: int = 1
+    # Query selection: uniform | disagreement | entropy (the last two need --model).
+    selection: str = "uniform"
+    # Candidate pool = pool_factor x pairs (PEBBLE uses 10).
+    pool_factor: int = 10
+    # Reward model used by disagreement/entropy selection.
+    model: str = ""
+    # Output pair dataset (appended to if it exists).
+    out: str = "outputs/pairs"
+    # Seed of the candidate sampling, the selection and the scripted teacher's noise.
+    seed: int = 0
+    # Instead of sampling new pairs, label the pairs of --out still "unlabeled" (e.g. after failed calls).
+    retry_unlabeled: bool = False
+    # openai: answer cache directory (empty = OUT/vlm_cache).
+    cache_dir: str = ""
+
+    def validate(self) -> None:
+        self.validate_labeler()
         check_choice("selection", self.selection, ("uniform", "disagreement", "entropy"))
         check_range("pairs", self.pairs, 1, 10**7)
         check_range("segment_length", self.segment_length, 1, 1000)

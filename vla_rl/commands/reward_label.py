@@ -24,26 +24,6 @@ class LabelingError(VLARLError):
     """Not one query was answered: the labeler (server, model) is unusable as configured."""
 
 
-def make_labeler(cfg: RewardLabelConfig):
-    if cfg.labeler == "hf":
-        from reward_models.labelers.hf_vlm import HFVLMLabeler
-
-        return HFVLMLabeler(cfg.vlm_model, trust_remote_code=cfg.trust_remote_code, swap_check=cfg.swap_check,
-                            device=cfg.vlm_device, dtype=cfg.vlm_dtype, batch_size=cfg.vlm_batch_size,
-                            max_new_tokens=cfg.max_tokens, show_progress=True)
-    if cfg.labeler == "openai":
-        from pathlib import Path
-
-        from reward_models.labelers.openai_http import OpenAILabeler
-
-        return OpenAILabeler(cfg.vlm_model, cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.timeout,
-                             cfg.max_attempts, cfg.swap_check, cfg.cache_dir or Path(cfg.out) / "vlm_cache",
-                             max_tokens=cfg.max_tokens)
-    from reward_models.labelers import ScriptedLabeler
-
-    return ScriptedLabeler(cfg.teacher, seed=cfg.seed)
-
-
 def teacher_accuracy(pairs, results) -> float | None:
     hits = n = 0
     for p, r in zip(pairs, results, strict=True):
@@ -74,7 +54,11 @@ def run(cfg: RewardLabelConfig) -> int:
         pool = cfg.pairs * (cfg.pool_factor if cfg.selection != "uniform" else 1)
         candidates = sample_candidates(episodes, pool, cfg.segment_length, rng)
         queries = select_pairs(candidates, cfg.pairs, cfg.selection, model, rng)
-    labeler = make_labeler(cfg)
+    from pathlib import Path
+
+    from reward_models.labelers import make_labeler
+
+    labeler = make_labeler(cfg, cfg.cache_dir or Path(cfg.out) / "vlm_cache", seed=cfg.seed)
     results = labeler.label(queries)
     for p, r in zip(queries, results, strict=True):
         p.provenance = r.provenance  # a failed call keeps its error message
