@@ -157,6 +157,13 @@ class PairDataset:
     def __contains__(self, pair_id: str) -> bool:
         return pair_id in self._by_id
 
+    def entry(self, pair_id: str) -> dict[str, Any]:
+        """The index entry of a pair id (KeyError if unknown)."""
+        return self.entries[self._by_id[pair_id]]
+
+    def load_id(self, pair_id: str) -> Pair:
+        return self.load(self._by_id[pair_id])
+
     def load(self, i: int) -> Pair:
         e = self.entries[i]
         f = self.path / e["file"]

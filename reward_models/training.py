@@ -78,13 +78,15 @@ def pair_metrics(model: RewardEnsemble, data: PairArrays, batch: int = 512) -> d
 
 def train_ensemble(pairs: list[Pair], model_cfg: RewardModelConfig, epochs: int = 50, batch_size: int = 64,
                    lr: float = 3e-4, holdout: float = 0.1, patience: int = 10, seed: int = 0,
-                   show_progress: bool = True) -> tuple[RewardEnsemble, dict]:
+                   show_progress: bool = True, init: RewardEnsemble | None = None) -> tuple[RewardEnsemble, dict]:
+    """Train an ensemble (from scratch, or from a copy of `init`: the online loop's warm start) on the labelled
+    pairs; returns it with normalisation set on its training frames, and a report."""
     data = PairArrays.from_pairs(pairs)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
     n_val = int(round(holdout * len(data))) if len(data) >= 10 else 0
     val, train = data.take(order[:n_val]), data.take(order[n_val:])
-    model = RewardEnsemble(model_cfg)
+    model = RewardEnsemble(model_cfg) if init is None else copy.deepcopy(init).train()
     start = time.perf_counter()
     members = []
     total = model_cfg.ensemble_size * epochs

@@ -1,0 +1,446 @@
+"""The online preference loop: rollout frames → queries → labeler actor → pair dataset → Bradley–Terry updates.
+
+`PreferenceLoop.step(iteration, episodes)` runs in the driver between sampling and the PPO update:
+
+1. **Queries** (every `query_every` iterations, until `max_queries`): a candidate pool of
+   `pool_factor × n` uniform pairs of frames (or segments) of *this* batch's episodes with the same
+   instruction; the `n = queries_per_round` most informative (uniform / disagreement / entropy under
+   the current ensemble; uniform until one exists) are written to the run's pair dataset as
+   "unlabeled" and sent to the labeler actor. Nothing waits for the answer.
+2. **Answers** are due `label_lag` iterations later (1 by default: labelling overlaps the next
+   iteration's sampling and learning; the driver blocks at the due iteration only if they are
+   late, at most `label_wait_s`). Answers go into the pair dataset; pairs whose call failed stay
+   "unlabeled" and are asked again with the next round's queries; an abstain is final.
+3. **Reward-model update** when new labels arrived: the ensemble is trained on every labelled pair
+   of the run (warm start from the current weights, fresh Adam per update, early stopping on the
+   held-out accuracy), its normalisation is refreshed on the training frames and then frozen until
+   the next update. Runs in the driver: it takes seconds for the RL-VLM-F CNN (measured in
+   `perf/time_reward_model`); a second actor would only compete with sampling for the same cores.
+4. The new model is returned for the learner's relabelling piece, which scores the batch before GAE.
+
+Before the first model exists, the first round's answers are awaited at once (`label_lag` 0), so
+iteration 1 already has a learned reward; if no label arrives at all the loop returns no model and
+the caller skips the update (`reward_model/version` stays 0), never training on a reward of zeros.
+
+Determinism and resume: candidate sampling uses the loop's own RNG, a scripted teacher is reseeded
+per round, and answers are consumed at fixed iterations, so a run is a function of its seed. The
+state (`state()`) holds counters, the RNG, the ids of labelled pairs in the order they were used and
+the pending rounds; the pair dataset is append-only. After a resume from an earlier checkpoint the
+same queries come round again: those the dataset already holds answers for are taken from it — no
+query is asked twice — and pending rounds are sent again (nothing is lost).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reward_models.config import LabelerOptions
+from reward_models.labelers.base import LabelResult
+from reward_models.pairs import Pair, PairDataset
+from reward_models.reward_model import RewardEnsemble, RewardModelConfig
+from reward_models.segments import _Episodes, sample_candidates, select_pairs
+
+SELECTIONS = ("uniform", "disagreement", "entropy")
+
+
+@dataclass
+class PreferenceOptions(LabelerOptions):
+    """The online preference loop of `vla-rl train --reward preference` (defaults: RL-VLM-F / PEBBLE, named)."""
+
+    # Query a round every N iterations (RL-VLM-F: every 4000 env steps; one 1600-step iteration here).
+    query_every: int = 1
+    # Pairs per round (RL-VLM-F's reward_batch: 40).
+    queries_per_round: int = 40
+    # Total query budget of the run (RL-VLM-F: 20 000 over 1 M steps; this scales it to ~100 k steps).
+    max_queries: int = 2000
+    # Query selection: uniform (RL-VLM-F) | disagreement | entropy (PEBBLE; need a model, uniform until one exists).
+    selection: str = "uniform"
+    # Candidate pool = pool_factor x queries_per_round (PEBBLE: 10).
+    pool_factor: int = 10
+    # Frames per segment (1 = single frames, as RL-VLM-F).
+    segment_length: int = 1
+    # Answers are consumed N iterations after they are asked (1: labelling overlaps the next iteration).
+    label_lag: int = 1
+    # Seconds the driver waits at the due iteration for late answers before going on with the last model.
+    label_wait_s: float = 600.0
+    # Start from this reward model (a `vla-rl reward train` directory) instead of none (RL-VLM-F starts from none).
+    init_reward_model: str = ""
+    # Reward-model training per update: ensemble members, max epochs, patience, Adam lr, batch, held-out share.
+    ensemble_size: int = 3
+    epochs: int = 30
+    patience: int = 10
+    rm_lr: float = 3e-4
+    rm_batch_size: int = 64
+    holdout: float = 0.1
+
+    def validate(self) -> None:
+        from envs.errors import ConfigError, check_choice, check_range
+
+        self.validate_labeler()
+        check_choice("preference.selection", self.selection, SELECTIONS)
+        check_range("preference.query_every", self.query_every, 1, 10**6)
+        check_range("preference.queries_per_round", self.queries_per_round, 1, 10**6)
+        check_range("preference.max_queries", self.max_queries, 1, 10**8)
+        check_range("preference.pool_factor", self.pool_factor, 1, 1000)
+        check_range("preference.segment_length", self.segment_length, 1, 1000)
+        check_range("preference.label_lag", self.label_lag, 0, 1000)
+        check_range("preference.label_wait_s", self.label_wait_s, 0, 10**6)
+        check_range("preference.ensemble_size", self.ensemble_size, 1, 64)
+        check_range("preference.epochs", self.epochs, 1, 10**5)
+        check_range("preference.patience", self.patience, 1, 10**5)
+        check_range("preference.rm_lr", self.rm_lr, 1e-9, 1.0)
+        check_range("preference.rm_batch_size", self.rm_batch_size, 1, 10**6)
+        check_range("preference.holdout", self.holdout, 0.0, 0.9)
+        if self.labeler == "hf" and self.vlm_device != "cpu":
+            raise ConfigError("preference.vlm_device: the labeler actor runs on CPU in this version (hf on GPU is "
+                              "available in `vla-rl reward label`)")
+
+
+# --- rollout episodes as query candidates ---------------------------------------------------------
+def rollout_episodes(episodes, source: str) -> _Episodes:
+    """Frames, instructions and privileged progress of RLlib episodes (every observation, reset frame included)."""
+    from envs.instruction import decode_instruction
+
+    out = _Episodes(source, [], [], [], [], [])
+    for e in episodes:
+        obs = e.get_observations()
+        infos = e.get_infos()
+        images = np.asarray(obs["image"], dtype=np.uint8)
+        instr = np.asarray(obs["instruction"], dtype=np.int64)
+        progress = np.array([float(i.get("progress", np.nan)) for i in infos], dtype=np.float64)
+        if len(progress) != len(images):  # infos are aligned with observations in RLlib's episodes
+            progress = np.full(len(images), np.nan)
+        out.image.append(images)
+        out.instruction.append(instr[0])
+        out.text.append(decode_instruction(instr[0]))
+        out.gt.append(progress)
+        out.progress.append(progress)
+    return out
+
+
+# --- labelers: in process (tests) or as a Ray actor -----------------------------------------------
+class LabelerActor:
+    """Holds one labeler; `label(pairs, seed)` reseeds a scripted teacher so every round is reproducible."""
+
+    def __init__(self, opts: dict[str, Any], cache_dir: str):
+        import threading
+
+        from reward_models.labelers import make_labeler
+
+        self.opts = LabelerOptions(**opts)
+        self.labeler = make_labeler(self.opts, cache_dir, show_progress=False)
+        self.name = self.labeler.name
+        self._lock = threading.Lock()  # the actor is threaded (so pid() answers while a round runs)
+
+    def label(self, pairs: list[Pair], seed: int) -> list[LabelResult]:
+        from reward_models.labelers import ScriptedLabeler
+
+        if isinstance(self.labeler, ScriptedLabeler):  # its own noise stream per round: reproducible
+            return ScriptedLabeler(self.opts.teacher, seed=seed).label(pairs)
+        if self.opts.labeler == "openai":  # thread-safe; concurrent rounds share its request pool
+            return self.labeler.label(pairs)
+        with self._lock:
+            return self.labeler.label(pairs)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _labeler_fields(opts: LabelerOptions) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(LabelerOptions)}
+
+
+class LocalLabelers:
+    """Answers at once, in this process (unit tests, and `label_lag` semantics without Ray)."""
+
+    def __init__(self, opts: LabelerOptions, cache_dir: str | Path):
+        self.actor = LabelerActor(_labeler_fields(opts), str(cache_dir))
+        self.restarts = 0
+
+    def submit(self, pairs, seed):
+        try:
+            return ("done", self.actor.label(pairs, seed))
+        except Exception as e:  # noqa: BLE001 - a failed round keeps its pairs for the next one
+            return ("failed", f"{type(e).__name__}: {e}")
+
+    def wait(self, handle, timeout: float) -> bool:
+        return True
+
+    def result(self, handle) -> list[LabelResult] | str:
+        return handle[1]
+
+    def close(self) -> None:
+        pass
+
+
+class RayLabelers:
+    """The labeler as a Ray actor, restarted if it dies; a task lost with it is retried on the new one."""
+
+    def __init__(self, opts: LabelerOptions, cache_dir: str | Path):
+        import ray
+
+        self._ray = ray
+        cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=4)(LabelerActor)
+        self.actor = cls.remote(_labeler_fields(opts), str(cache_dir))
+        self._pid = None
+        self.restarts = 0
+
+    def submit(self, pairs, seed):
+        self._check_restart()
+        return self.actor.label.remote(pairs, seed)
+
+    def wait(self, handle, timeout: float) -> bool:
+        ready, _ = self._ray.wait([handle], timeout=timeout)
+        return bool(ready)
+
+    def result(self, handle) -> list[LabelResult] | str:
+        try:
+            return self._ray.get(handle)
+        except Exception as e:  # noqa: BLE001 - the labeler raised: the pairs stay pending
+            return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+
+    def _check_restart(self) -> None:
+        try:
+            pid = self._ray.get(self.actor.pid.remote(), timeout=60)
+        except Exception:  # noqa: BLE001 - counted as a restart; the next call goes to the new actor
+            pid = -1
+        if self._pid is not None and pid != self._pid:
+            self.restarts += 1
+        self._pid = pid
+
+    def close(self) -> None:
+        self._ray.kill(self.actor)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+@dataclass
+class _Round:
+    ids: list[str]  # every pair of the round
+    due: int  # the iteration its answers are consumed at
+    seed: int  # the scripted teacher's seed for this round
+    asked: list[str] = field(default_factory=list)  # the ids actually sent (those without a stored answer)
+    handle: Any = None
+
+
+@dataclass
+class LoopState:
+    version: int = 0
+    rounds: int = 0
+    requested: int = 0  # distinct queries asked (a retry of a failed call is not a new query)
+    answered: int = 0
+    valid: int = 0
+    abstained: int = 0
+    from_dataset: int = 0  # queries answered from the dataset after a resume (not asked again)
+    used: list[str] = field(default_factory=list)  # labelled pair ids, in the order they were answered
+    retry: list[str] = field(default_factory=list)  # ids whose call failed: asked again next round
+    pending: list[dict] = field(default_factory=list)  # [{"ids", "due", "seed"}]
+    rng: dict = field(default_factory=dict)
+    last_report: dict = field(default_factory=dict)
+
+
+class PreferenceLoop:
+    def __init__(self, opts: PreferenceOptions, pairs_dir: str | Path, seed: int, labelers,
+                 model: RewardEnsemble | None = None, state: dict | None = None):
+        self.opts, self.seed, self.labelers = opts, int(seed), labelers
+        self.pairs = PairDataset(pairs_dir, create=True)
+        self.model = model
+        self.state = LoopState(**state) if state else LoopState()
+        self.rng = np.random.default_rng(seed + 7_000_003)
+        if self.state.rng:
+            self.rng.bit_generator.state = self.state.rng
+        self.rounds = [_Round(r["ids"], r["due"], r["seed"]) for r in self.state.pending]
+        for r in self.rounds:  # after a resume: ask the pending rounds again (answers already stored are reused)
+            self._send(r)
+
+    # --- one iteration ----------------------------------------------------------------------------
+    def step(self, iteration: int, episodes) -> tuple[dict[str, float], RewardEnsemble | None]:
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        s = self.state
+        if (iteration - 1) % self.opts.query_every == 0 and s.requested < self.opts.max_queries:
+            self._ask(iteration, episodes)
+        new_ids = self._collect(iteration, metrics)
+        t1 = time.perf_counter()
+        new_model = None
+        if new_ids:
+            new_model = self._update(metrics)
+        t2 = time.perf_counter()
+        metrics.update({
+            "labels/requested": s.requested, "labels/answered": s.answered, "labels/valid": s.valid,
+            "labels/abstained": s.abstained, "labels/pending": sum(len(r.ids) for r in self.rounds) + len(s.retry),
+            "labels/from_dataset": s.from_dataset, "labels/actor_restarts": self.labelers.restarts,
+            "reward_model/version": s.version, "perf/time_label": t1 - t0, "perf/time_reward_model": t2 - t1})
+        if self.model is not None and episodes:
+            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(episodes)
+        for k, v in s.last_report.items():
+            metrics.setdefault(k, v)
+        return metrics, new_model
+
+    def _ask(self, iteration: int, episodes) -> None:
+        s, o = self.state, self.opts
+        n = min(o.queries_per_round, o.max_queries - s.requested)
+        eps = rollout_episodes(episodes, f"rollout:iteration {iteration}")
+        if not eps.image:
+            return
+        candidates = sample_candidates([eps], n * o.pool_factor, o.segment_length, self.rng)
+        method = o.selection if self.model is not None else "uniform"
+        queries = select_pairs(candidates, n, method, self.model, self.rng)
+        fresh, seen = [], set()
+        for q in queries:
+            if q.id in seen:
+                continue
+            seen.add(q.id)
+            q.provenance = {"asked_at_iteration": iteration}
+            fresh.append(q)
+        s.requested += len(fresh)
+        self.pairs.add(fresh)  # stored "unlabeled" before anything is asked: nothing can be lost
+        ids = [q.id for q in fresh] + s.retry
+        s.retry = []
+        s.rounds += 1
+        lag = o.label_lag if (self.model is not None or s.version > 0) else 0
+        r = _Round(ids, iteration + lag, self.seed * 100_003 + s.rounds)
+        self.rounds.append(r)
+        self._send(r)
+
+    def _send(self, r: _Round) -> None:
+        """Ask the labeler for the pairs of `r` that the dataset holds no answer for."""
+        r.asked = [i for i in r.ids if self.pairs.entry(i)["status"] == "unlabeled"]
+        self.state.from_dataset += len(r.ids) - len(r.asked)
+        r.handle = self.labelers.submit([self.pairs.load_id(i) for i in r.asked], r.seed) if r.asked else None
+
+    def _poll(self, iteration: int, metrics: dict) -> None:
+        """Store every answer that has arrived (at once: a crash must not lose it); wait only for rounds due now."""
+        for r in self.rounds:
+            if r.handle is None:
+                continue
+            if not self.labelers.wait(r.handle, self.opts.label_wait_s if r.due <= iteration else 0.0):
+                if r.due <= iteration:
+                    metrics["labels/late_rounds"] = metrics.get("labels/late_rounds", 0) + 1
+                continue
+            results = self.labelers.result(r.handle)
+            r.handle = None
+            if isinstance(results, str):  # the whole round failed: its pairs stay unlabeled, asked again
+                metrics["labels/failed_rounds"] = metrics.get("labels/failed_rounds", 0) + 1
+                results = [LabelResult("unlabeled", None, "", {"error": results})] * len(r.asked)
+            updates = []
+            for pid, res in zip(r.asked, results, strict=True):
+                prov = {**(self.pairs.entry(pid).get("provenance") or {}), **res.provenance}
+                if res.status == "unlabeled":
+                    updates.append((pid, "unlabeled", None, None, prov))  # keeps the failure's cause
+                else:
+                    updates.append((pid, res.status, res.label, res.source, prov))
+            if updates:
+                self.pairs.set_labels(updates)
+
+    def _collect(self, iteration: int, metrics: dict) -> list[str]:
+        """Consume the answers of the rounds due by `iteration` (fixed iterations: the run stays a function of
+        its seed however fast the labeler is); returns the newly labelled ids."""
+        self._poll(iteration, metrics)
+        s = self.state
+        new_ids: list[str] = []
+        keep, accuracy = [], []
+        for r in self.rounds:
+            if r.due > iteration or r.handle is not None:  # not due, or late: the run goes on with the last model
+                keep.append(r)
+                continue
+            for pid in r.ids:
+                entry = self.pairs.entry(pid)
+                if entry["status"] == "unlabeled":
+                    s.retry.append(pid)
+                    continue
+                s.answered += 1
+                if entry["status"] == "abstain":
+                    s.abstained += 1
+                    continue
+                s.valid += 1
+                s.used.append(pid)
+                new_ids.append(pid)
+                gt, label = entry.get("gt_return"), entry["label"]
+                if label != 0.5 and gt is not None and gt[0] != gt[1] and np.isfinite(gt).all():
+                    accuracy.append((label == 1.0) == (gt[1] > gt[0]))
+        if accuracy:
+            metrics["labels/teacher_accuracy"] = float(np.mean(accuracy))
+        self.rounds = keep
+        return new_ids
+
+    def _update(self, metrics: dict) -> RewardEnsemble:
+        from reward_models.training import train_ensemble
+
+        s, o = self.state, self.opts
+        pairs = [self.pairs.load_id(i) for i in s.used]
+        shape = tuple(pairs[0].first.shape[1:])
+        cfg = (self.model.cfg if self.model is not None else
+               RewardModelConfig(image_shape=shape, ensemble_size=o.ensemble_size, seed=self.seed))
+        model, report = train_ensemble(pairs, cfg, epochs=o.epochs, batch_size=o.rm_batch_size, lr=o.rm_lr,
+                                       holdout=o.holdout, patience=o.patience, seed=self.seed * 1000 + s.version,
+                                       show_progress=False, init=self.model)
+        self.model = model
+        s.version += 1
+        s.last_report = {"reward_model/pairs": float(report["pairs"])}
+        if "heldout" in report:
+            s.last_report["reward_model/heldout_accuracy"] = float(report["heldout"]["pairwise_accuracy"])
+        metrics.update(s.last_report)
+        return model
+
+    @torch.no_grad()
+    def spearman_vs_progress(self, episodes) -> float:
+        """Rank correlation of the current model's reward with privileged progress over this batch's frames."""
+        from scipy.stats import spearmanr
+
+        eps = rollout_episodes(episodes, "")
+        images = np.concatenate(eps.image)
+        progress = np.concatenate(eps.progress)
+        instr = np.concatenate([np.repeat(i[None], len(im), 0) for i, im in zip(eps.instruction, eps.image, strict=True)])
+        ok = np.isfinite(progress)
+        if ok.sum() < 3 or np.ptp(progress[ok]) == 0:
+            return float("nan")
+        r = self.model.reward({"image": images[ok], "instruction": instr[ok]})
+        return float(spearmanr(r, progress[ok]).statistic)
+
+    # --- persistence (a checkpoint's preference/ directory) ---------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        self.state.rng = self.rng.bit_generator.state
+        self.state.pending = [{"ids": r.ids, "due": r.due, "seed": r.seed} for r in self.rounds]
+        return dataclasses.asdict(self.state)
+
+    def save(self, path: str | Path) -> None:
+        """Write the loop's state into `path` (a directory inside a checkpoint being assembled)."""
+        from vla_rl.atomic_io import atomic_write_json
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.model is not None:
+            self.model.save(path / "reward_model")
+        atomic_write_json(path / "preference_state.json", self.state_dict())
+
+    @staticmethod
+    def load_state(path: str | Path) -> tuple[dict, RewardEnsemble | None]:
+        import json
+
+        from vla_rl.checkpoints import CheckpointError
+
+        path = Path(path)
+        f = path / "preference_state.json"
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing — the checkpoint has no preference-loop state (was the run started "
+                                  "with --reward preference?)")
+        try:
+            state = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{f}: not valid JSON ({e})") from None
+        unknown = set(state) - set(LoopState.__dataclass_fields__)
+        if unknown:
+            raise CheckpointError(f"{f}: unknown fields {sorted(unknown)}")
+        model = RewardEnsemble.load(path / "reward_model") if (path / "reward_model").is_dir() else None
+        return state, model
