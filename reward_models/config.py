@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from envs.errors import ConfigError, check_choice, check_range
 
+SELECTIONS = ("uniform", "disagreement", "entropy")
+
 
 @dataclass
 class LabelerOptions:
@@ -96,6 +98,57 @@ class RewardLabelConfig(LabelerOptions):
             raise ConfigError(f"selection={self.selection!r} needs --model DIR (a trained reward model)")
         if not self.data:
             raise ConfigError("data=[] : give at least one dataset directory")
+
+
+@dataclass
+class PreferenceOptions(LabelerOptions):
+    """The online preference loop of `vla-rl train --reward preference` (defaults: RL-VLM-F / PEBBLE, named)."""
+
+    # Query a round every N iterations (RL-VLM-F: every 4000 env steps; one 1600-step iteration here).
+    query_every: int = 1
+    # Pairs per round (RL-VLM-F's reward_batch: 40).
+    queries_per_round: int = 40
+    # Total query budget of the run (RL-VLM-F: 20 000 over 1 M steps; this scales it to ~100 k steps).
+    max_queries: int = 2000
+    # Query selection: uniform (RL-VLM-F) | disagreement | entropy (PEBBLE; need a model, uniform until one exists).
+    selection: str = "uniform"
+    # Candidate pool = pool_factor x queries_per_round (PEBBLE: 10).
+    pool_factor: int = 10
+    # Frames per segment (1 = single frames, as RL-VLM-F).
+    segment_length: int = 1
+    # Answers are consumed N iterations after they are asked (1: labelling overlaps the next iteration).
+    label_lag: int = 1
+    # Seconds the driver waits at the due iteration for late answers before going on with the last model.
+    label_wait_s: float = 600.0
+    # Start from this reward model (a `vla-rl reward train` directory) instead of none (RL-VLM-F starts from none).
+    init_reward_model: str = ""
+    # Reward-model training per update: ensemble members, max epochs, patience, Adam lr, batch, held-out share.
+    ensemble_size: int = 3
+    epochs: int = 30
+    patience: int = 10
+    rm_lr: float = 3e-4
+    rm_batch_size: int = 64
+    holdout: float = 0.1
+
+    def validate(self) -> None:
+        self.validate_labeler()
+        check_choice("preference.selection", self.selection, SELECTIONS)
+        check_range("preference.query_every", self.query_every, 1, 10**6)
+        check_range("preference.queries_per_round", self.queries_per_round, 1, 10**6)
+        check_range("preference.max_queries", self.max_queries, 1, 10**8)
+        check_range("preference.pool_factor", self.pool_factor, 1, 1000)
+        check_range("preference.segment_length", self.segment_length, 1, 1000)
+        check_range("preference.label_lag", self.label_lag, 0, 1000)
+        check_range("preference.label_wait_s", self.label_wait_s, 0, 10**6)
+        check_range("preference.ensemble_size", self.ensemble_size, 1, 64)
+        check_range("preference.epochs", self.epochs, 1, 10**5)
+        check_range("preference.patience", self.patience, 1, 10**5)
+        check_range("preference.rm_lr", self.rm_lr, 1e-9, 1.0)
+        check_range("preference.rm_batch_size", self.rm_batch_size, 1, 10**6)
+        check_range("preference.holdout", self.holdout, 0.0, 0.9)
+        if self.labeler == "hf" and self.vlm_device != "cpu":
+            raise ConfigError("preference.vlm_device: the labeler actor runs on CPU in this version (hf on GPU is "
+                              "available in `vla-rl reward label`)")
 
 
 @dataclass

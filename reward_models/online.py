@@ -41,66 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from reward_models.config import LabelerOptions
+from reward_models.config import LabelerOptions, PreferenceOptions
 from reward_models.labelers.base import LabelResult
 from reward_models.pairs import Pair, PairDataset
 from reward_models.reward_model import RewardEnsemble, RewardModelConfig
 from reward_models.segments import _Episodes, sample_candidates, select_pairs
-
-SELECTIONS = ("uniform", "disagreement", "entropy")
-
-
-@dataclass
-class PreferenceOptions(LabelerOptions):
-    """The online preference loop of `vla-rl train --reward preference` (defaults: RL-VLM-F / PEBBLE, named)."""
-
-    # Query a round every N iterations (RL-VLM-F: every 4000 env steps; one 1600-step iteration here).
-    query_every: int = 1
-    # Pairs per round (RL-VLM-F's reward_batch: 40).
-    queries_per_round: int = 40
-    # Total query budget of the run (RL-VLM-F: 20 000 over 1 M steps; this scales it to ~100 k steps).
-    max_queries: int = 2000
-    # Query selection: uniform (RL-VLM-F) | disagreement | entropy (PEBBLE; need a model, uniform until one exists).
-    selection: str = "uniform"
-    # Candidate pool = pool_factor x queries_per_round (PEBBLE: 10).
-    pool_factor: int = 10
-    # Frames per segment (1 = single frames, as RL-VLM-F).
-    segment_length: int = 1
-    # Answers are consumed N iterations after they are asked (1: labelling overlaps the next iteration).
-    label_lag: int = 1
-    # Seconds the driver waits at the due iteration for late answers before going on with the last model.
-    label_wait_s: float = 600.0
-    # Start from this reward model (a `vla-rl reward train` directory) instead of none (RL-VLM-F starts from none).
-    init_reward_model: str = ""
-    # Reward-model training per update: ensemble members, max epochs, patience, Adam lr, batch, held-out share.
-    ensemble_size: int = 3
-    epochs: int = 30
-    patience: int = 10
-    rm_lr: float = 3e-4
-    rm_batch_size: int = 64
-    holdout: float = 0.1
-
-    def validate(self) -> None:
-        from envs.errors import ConfigError, check_choice, check_range
-
-        self.validate_labeler()
-        check_choice("preference.selection", self.selection, SELECTIONS)
-        check_range("preference.query_every", self.query_every, 1, 10**6)
-        check_range("preference.queries_per_round", self.queries_per_round, 1, 10**6)
-        check_range("preference.max_queries", self.max_queries, 1, 10**8)
-        check_range("preference.pool_factor", self.pool_factor, 1, 1000)
-        check_range("preference.segment_length", self.segment_length, 1, 1000)
-        check_range("preference.label_lag", self.label_lag, 0, 1000)
-        check_range("preference.label_wait_s", self.label_wait_s, 0, 10**6)
-        check_range("preference.ensemble_size", self.ensemble_size, 1, 64)
-        check_range("preference.epochs", self.epochs, 1, 10**5)
-        check_range("preference.patience", self.patience, 1, 10**5)
-        check_range("preference.rm_lr", self.rm_lr, 1e-9, 1.0)
-        check_range("preference.rm_batch_size", self.rm_batch_size, 1, 10**6)
-        check_range("preference.holdout", self.holdout, 0.0, 0.9)
-        if self.labeler == "hf" and self.vlm_device != "cpu":
-            raise ConfigError("preference.vlm_device: the labeler actor runs on CPU in this version (hf on GPU is "
-                              "available in `vla-rl reward label`)")
 
 
 # --- rollout episodes as query candidates ---------------------------------------------------------
@@ -153,6 +98,10 @@ class LabelerActor:
         return os.getpid()
 
 
+def labeler_name(opts: LabelerOptions) -> str:
+    return f"scripted:{opts.teacher}" if opts.labeler == "scripted" else f"{opts.labeler}:{opts.vlm_model}"
+
+
 def _labeler_fields(opts: LabelerOptions) -> dict[str, Any]:
     import dataclasses
 
@@ -164,7 +113,7 @@ class LocalLabelers:
 
     def __init__(self, opts: LabelerOptions, cache_dir: str | Path):
         self.actor = LabelerActor(_labeler_fields(opts), str(cache_dir))
-        self.restarts = 0
+        self.name, self.restarts = labeler_name(opts), 0
 
     def submit(self, pairs, seed):
         try:
@@ -192,7 +141,7 @@ class RayLabelers:
         cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=4)(LabelerActor)
         self.actor = cls.remote(_labeler_fields(opts), str(cache_dir))
         self._pid = None
-        self.restarts = 0
+        self.name, self.restarts = labeler_name(opts), 0
 
     def submit(self, pairs, seed):
         self._check_restart()
@@ -233,6 +182,7 @@ class _Round:
 
 @dataclass
 class LoopState:
+    iterations: int = 0  # the last iteration stepped
     version: int = 0
     rounds: int = 0
     requested: int = 0  # distinct queries asked (a retry of a failed call is not a new query)
@@ -266,6 +216,7 @@ class PreferenceLoop:
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         s = self.state
+        s.iterations = iteration
         if (iteration - 1) % self.opts.query_every == 0 and s.requested < self.opts.max_queries:
             self._ask(iteration, episodes)
         new_ids = self._collect(iteration, metrics)
@@ -317,12 +268,13 @@ class PreferenceLoop:
         self.state.from_dataset += len(r.ids) - len(r.asked)
         r.handle = self.labelers.submit([self.pairs.load_id(i) for i in r.asked], r.seed) if r.asked else None
 
-    def _poll(self, iteration: int, metrics: dict) -> None:
-        """Store every answer that has arrived (at once: a crash must not lose it); wait only for rounds due now."""
+    def _poll(self, iteration: int, metrics: dict, wait_all: bool = False) -> None:
+        """Store every answer that has arrived (at once: a crash must not lose it); wait only for rounds due now
+        (or for all, before a checkpoint: a resumed run then finds their answers instead of asking again)."""
         for r in self.rounds:
             if r.handle is None:
                 continue
-            if not self.labelers.wait(r.handle, self.opts.label_wait_s if r.due <= iteration else 0.0):
+            if not self.labelers.wait(r.handle, self.opts.label_wait_s if wait_all or r.due <= iteration else 0.0):
                 if r.due <= iteration:
                     metrics["labels/late_rounds"] = metrics.get("labels/late_rounds", 0) + 1
                 continue
@@ -420,6 +372,7 @@ class PreferenceLoop:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        self._poll(self.state.iterations, {}, wait_all=True)
         if self.model is not None:
             self.model.save(path / "reward_model")
         atomic_write_json(path / "preference_state.json", self.state_dict())

@@ -49,7 +49,8 @@ POLICY = OutputKind("a policy directory", "vla-rl pretrain", "policy.json",
 PRETRAIN_RUN = OutputKind("a pretrain run", "vla-rl pretrain", "pretrain_config.yaml",
                           frozenset({"pretrain_config.yaml", "checkpoints", "metrics.jsonl"}))
 TRAIN_RUN = OutputKind("a train run", "vla-rl train", "train_config.yaml",
-                       frozenset({"train_config.yaml", "checkpoints", "metrics.jsonl", "eval", "wandb", "summary.json"}))
+                       frozenset({"train_config.yaml", "checkpoints", "metrics.jsonl", "eval", "wandb", "summary.json",
+                                  "pairs"}))
 EVAL = OutputKind("an evaluation", "vla-rl eval", "eval_config.yaml", frozenset({"eval_config.yaml", "eval.json", "videos"}))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from envs.errors import ConfigError, check_range
 from envs.options import EnvOptions
+from reward_models.config import PreferenceOptions
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrainConfig:
     # Environment id; empty = the env of the policy's training demos (with their env options).
     env: str = ""
     env_options: EnvOptions = field(default_factory=EnvOptions)
-    # Reward source: "env" (the env's reward, see env_reward) or "model" (a saved reward model, see reward_model).
+    # Reward source: "env" (the env's reward, see env_reward), "model" (a saved reward model, see reward_model) or
+    # "preference" (learned online from a labeler's answers about this run's rollouts, see preference.*).
     reward: str = "env"
     # The env's reward for RL: "shaped" (dense / max + 1 at success: every success outreturns every failure),
     # "sparse" (1 at success) or "dense" (the raw shaped reward; on Meta-World with terminate_on_success it
@@ -120,6 +122,8 @@ class TrainConfig:
     # Ray cluster address ("" = start a local Ray; "auto" or host:port = join a running cluster).
     ray_address: str = ""
     wandb: WandbOptions = field(default_factory=WandbOptions)
+    # The online preference loop (with --reward preference): labeler, query schedule, reward-model updates.
+    preference: PreferenceOptions = field(default_factory=PreferenceOptions)
     # Run directory: checkpoints/<iteration>/, metrics.jsonl, train_config.yaml, eval/.
     out: str = "outputs/train"
     # Continue the run in `out` from checkpoints/last (same options required).
@@ -143,7 +147,9 @@ class TrainConfig:
             except KeyError as e:
                 raise ConfigError(f"env: {e.args[0]}") from None
         self.env_options.validate()
-        check_choice("reward", self.reward, ("env", "model"))
+        check_choice("reward", self.reward, ("env", "model", "preference"))
+        if self.reward == "preference":
+            self.preference.validate()
         check_choice("env_reward", self.env_reward, ("shaped", "sparse", "dense"))
         if self.reward == "model" and not self.reward_model:
             raise ConfigError("reward=model needs --reward_model DIR (a directory written by `vla-rl reward train`)")

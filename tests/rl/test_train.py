@@ -12,26 +12,9 @@ import numpy as np
 import pytest
 import torch
 from obs_samples import make_obs
+from rl_setup import ENV, RUN
 
 from vla_rl.cli import main
-
-ENV = "tabletop/touch-color"
-RUN = ["--envs_per_runner", "4", "--rollout_length", "30", "--minibatch_size", "60", "--epochs", "1", "--lora_r", "4",
-       "--lora_alpha", "8", "--eval_every", "-1", "--wandb.mode", "disabled", "--save_every", "2", "--lr", "1e-3"]
-
-
-@pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory) -> Path:
-    from envs import get_spec
-    from vla_rl.policy import ActionTokenizer, build_policy
-
-    spec = get_spec(ENV)
-    policy = build_policy(ActionTokenizer((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim),
-                          state_dim=spec.state_dim, image_size=(64, 64), family="llava", preset="tiny", seed=0)
-    policy.spec.train_env, policy.spec.train_env_options = ENV, {"image_size": 64}
-    path = tmp_path_factory.mktemp("policy") / "pretrained_model"
-    policy.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -226,4 +209,6 @@ def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path)
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     row = _rows(tmp_path / "run/metrics.jsonl")[0]
     assert np.isfinite(row["losses/value"]) and "rollout/env_return" in row
+    # The reward-hacking monitor: learned and ground-truth rewards of the same rows, and their correlation.
+    assert np.isfinite(row["reward/learned_mean"]) and np.isfinite(row["reward/gt_mean"]) and -1 <= row["reward/gt_corr"] <= 1
     assert json.loads((tmp_path / "run/checkpoints/last/train_state.json").read_text())["iteration"] == 1

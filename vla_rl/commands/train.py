@@ -114,6 +114,9 @@ def run(cfg: TrainConfig) -> int:
     check_env_fits(policy, env_id, options)
     if cfg.reward == "model":
         RewardEnsemble.load(cfg.reward_model)
+    init_model = None
+    if cfg.reward == "preference" and cfg.preference.init_reward_model and not cfg.resume:
+        init_model = RewardEnsemble.load(cfg.preference.init_reward_model)
     ckpt = None
     if cfg.resume:
         ckpt = latest(root)
@@ -121,6 +124,10 @@ def run(cfg: TrainConfig) -> int:
             raise CheckpointError(f"{root / 'last'}: no checkpoint to resume from (the run stopped before its first "
                                   "save) — start again with --overwrite true")
         saved_state = load_train_state(ckpt)
+        if cfg.reward == "preference":
+            from reward_models.online import PreferenceLoop
+
+            pref_state, init_model = PreferenceLoop.load_state(ckpt / "preference")
     elif replace:
         clear_output(out, TRAIN_RUN)
     if not cfg.resume:
@@ -146,10 +153,19 @@ def run(cfg: TrainConfig) -> int:
         algo.push_weights()
         algo.set_rng_state(saved_state["rng"])
         iteration, env_steps, wall = int(saved_state["iteration"]), int(saved_state["env_steps"]), float(saved_state["wall_s"])
+    labelers = None
+    if cfg.reward == "preference":
+        from reward_models.online import PreferenceLoop, RayLabelers
+
+        labelers = RayLabelers(cfg.preference, out / "pairs" / "vlm_cache")
+        algo.attach_preference(PreferenceLoop(cfg.preference, out / "pairs", cfg.seed, labelers, model=init_model,
+                                              state=pref_state if ckpt is not None else None))
     module = learner_module(algo)
     sent, full = _sync_fraction(module)
     end = cfg.iterations if not cfg.stop_after else min(cfg.iterations, iteration + cfg.stop_after)
-    print(f"train: {env_id} from {cfg.policy}; reward {cfg.reward if cfg.reward == 'model' else cfg.env_reward}; "
+    reward = {"model": f"model {cfg.reward_model}", "env": f"env {cfg.env_reward}",
+              "preference": f"preference ({labelers.name if labelers else ''})"}[cfg.reward]
+    print(f"train: {env_id} from {cfg.policy}; reward {reward}; "
           f"{cfg.env_runners} runner(s) x {cfg.envs_per_runner} envs x {cfg.rollout_length} decisions per iteration; "
           f"weight sync {sent / 1e6:.2f} MB = {100 * sent / full:.1f} % of the policy; iterations {iteration} -> {end}",
           file=sys.stderr)
@@ -199,6 +215,8 @@ def run(cfg: TrainConfig) -> int:
         bar.close()
         if run_wandb is not None:
             run_wandb.finish()
+        if labelers is not None:
+            labelers.close()
         algo.stop()
         if started_ray:
             ray.shutdown()

@@ -5,7 +5,11 @@
   `rollout_length` decisions per env (`sample(num_timesteps=..., force_reset=True)`), so the run's
   state between iterations is weights + optimizers + RNGs — which is what makes resume exact;
 - episode statistics (success, RL return, the env's own return, length) and per-phase times are
-  logged under `rollout/` and `perf/` from the episodes themselves.
+  logged under `rollout/` and `perf/` from the episodes themselves;
+- with an attached online preference loop (`attach_preference`, --reward preference), its step runs
+  between sampling and learning (queries, answers, reward-model updates; `labels/`, `reward_model/`),
+  its newest model goes to the learner's relabelling piece, and while no model exists yet the
+  update is skipped rather than trained on zero rewards.
 
 Only trainable tensors cross the wire (the module's `get_state`); `sync_bytes` is logged.
 """
@@ -63,6 +67,13 @@ def _set_runner_rng_state(runner, state: dict) -> None:
 
 
 class VLAPPO(PPO):
+    preference = None  # the online preference loop (reward_models.online.PreferenceLoop), when attached
+
+    def attach_preference(self, loop) -> None:
+        self.preference = loop
+        if loop.model is not None:
+            self.learner_group.foreach_learner(lambda learner, m=loop.model: learner.set_reward_model(m))
+
     def setup(self, config) -> None:
         super().setup(config)
         seed = int(self.config.seed or 0)
@@ -87,7 +98,18 @@ class VLAPPO(PPO):
             return
         self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
         t1 = time.perf_counter()
+        t_sample = t1 - t0
         stats = episode_stats(episodes)
+        pref: dict[str, float] = {}
+        if self.preference is not None:
+            pref, new_model = self.preference.step(self.preference.state.iterations + 1, episodes)
+            if new_model is not None:
+                self.learner_group.foreach_learner(lambda learner, m=new_model: learner.set_reward_model(m))
+            if self.preference.model is None:  # no reward yet (every label failed so far): do not train on zeros
+                self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()}, **pref,
+                                       f"{PERF}/sample_s": t_sample, "losses/skipped_updates": 1.0}, key="vla", window=1)
+                return
+            t1 = time.perf_counter()  # learn_s excludes the preference phases (perf/time_label, time_reward_model)
         learner_results = self.learner_group.update(
             episodes=episodes,
             timesteps={
@@ -105,9 +127,9 @@ class VLAPPO(PPO):
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, policies=modules,
                                            inference_only=True)
         t3 = time.perf_counter()
-        perf = {"sample_s": t1 - t0, "learn_s": t2 - t1, "sync_s": t3 - t2,
-                "env_steps_per_s": stats["env_steps"] / max(t1 - t0, 1e-9)}
-        self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()},
+        perf = {"sample_s": t_sample, "learn_s": t2 - t1, "sync_s": t3 - t2,
+                "env_steps_per_s": stats["env_steps"] / max(t_sample, 1e-9)}
+        self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()}, **pref,
                                **{f"{PERF}/{k}": v for k, v in perf.items()}}, key="vla", window=1)
 
     # --- exact resume: RNG states of the driver and every runner ------------------------------------
@@ -167,7 +189,8 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                   learner_config_dict={
                       "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
                       "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
-                      "reward_model": reward_model, "rollout_length": cfg.rollout_length})
+                      "reward_model": reward_model, "preference": cfg.reward == "preference",
+                      "rollout_length": cfg.rollout_length})
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )

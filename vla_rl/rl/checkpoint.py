@@ -5,6 +5,8 @@
     checkpoints/000010/rllib/              RLlib's own state: LoRA + value head, both optimizers, the KL
                                            controller, lifetime counters (cloudpickle: this run's own files)
     checkpoints/000010/train_state.json    iteration, env steps, wall time, RNG states of driver and runners
+    checkpoints/000010/preference/         (--reward preference) the loop's state: counters, RNG, labelled ids in
+                                           order, pending rounds (preference_state.json) + reward_model/
     checkpoints/last -> 000010
 
 The step directory is assembled under a temporary name and renamed into place; `last` is swapped
@@ -41,6 +43,8 @@ def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, 
     learner_module(algo).policy.save_pretrained(tmp / "pretrained_model")
     algo.save_to_path(str((tmp / "rllib").resolve()))
     atomic_write_json(tmp / STATE_FILE, {**state, "iteration": iteration, "rng": algo.rng_state()})
+    if getattr(algo, "preference", None) is not None:
+        algo.preference.save(tmp / "preference")
     replace_dir(tmp, final)
     point_last(root, final)
     return final

@@ -83,23 +83,31 @@ class ReferenceBinLogp(ConnectorV2):
 
 
 class RewardModelRelabel(ConnectorV2):
-    """Replace the env's rewards by a saved reward model's before GAE (the env's kept as ENV_REWARDS).
+    """Replace the env's rewards by a reward model's before GAE (the env's kept as ENV_REWARDS).
 
     The reward of row t is the model's reward of the frame the action led to, i.e. of row t + 1's
     observation: rows are consecutive per episode chunk and RLlib appends each chunk's last
     observation as a masked bootstrap row, so t + 1 always exists and belongs to the same chunk.
-    Bootstrap rows keep reward 0.
+    Bootstrap rows keep reward 0. The model is a saved one (`reward_model_dir`, --reward model) or
+    the online loop's newest (`set_model`, --reward preference). Logs the reward-hacking monitor:
+    `reward/learned_mean`, `reward/gt_mean` and their per-batch Pearson correlation `reward/gt_corr`.
     """
 
     def __init__(self, *args, reward_model_dir: str = "", **kwargs):
         super().__init__(*args, **kwargs)
-        from reward_models.reward_model import RewardEnsemble
+        self.model = None
+        if reward_model_dir:
+            from reward_models.reward_model import RewardEnsemble
 
-        self.model = RewardEnsemble.load(reward_model_dir)
-        self.model.eval()
+            self.set_model(RewardEnsemble.load(reward_model_dir))
+
+    def set_model(self, model) -> None:
+        self.model = model.eval() if model is not None else None
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        for _mid, mb in batch.items():
+        if self.model is None:
+            raise RuntimeError("no reward model yet: the online loop must provide one before the first update")
+        for mid, mb in batch.items():
             obs = mb[Columns.OBS]
             mask = mb[Columns.LOSS_MASK].bool()
             scores = torch.as_tensor(self.model.reward({"image": obs["image"].cpu().numpy(),
@@ -110,6 +118,12 @@ class RewardModelRelabel(ConnectorV2):
             rewards[idx] = scores[idx + 1].to(rewards.device)
             mb[ENV_REWARDS] = mb[Columns.REWARDS]
             mb[Columns.REWARDS] = rewards
+            if metrics is not None and len(idx):
+                learned, gt = rewards[idx].double(), torch.as_tensor(mb[ENV_REWARDS])[idx].double()
+                corr = torch.corrcoef(torch.stack([learned, gt]))[0, 1] if len(idx) > 1 else torch.tensor(float("nan"))
+                for key, value in (("reward/learned_mean", learned.mean()), ("reward/gt_mean", gt.mean()),
+                                   ("reward/gt_corr", corr)):
+                    metrics.log_value((mid, key), float(value), window=1)
         return batch
 
 
@@ -128,9 +142,14 @@ class VLAPPOLearner(PPOTorchLearner):
         if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
                 chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
-        if cfg.get("reward_model"):
-            self._learner_connector.insert_before(GeneralAdvantageEstimation,
-                                                  RewardModelRelabel(reward_model_dir=cfg["reward_model"]))
+        self._relabel = None
+        if cfg.get("reward_model") or cfg.get("preference"):
+            self._relabel = RewardModelRelabel(reward_model_dir=cfg.get("reward_model") or "")
+            self._learner_connector.insert_before(GeneralAdvantageEstimation, self._relabel)
+
+    def set_reward_model(self, model) -> None:
+        """The online preference loop's newest reward model scores every batch from now on."""
+        self._relabel.set_model(model)
 
     # --- optimizers: LoRA and the value head, each with its own lr ---------------------------------
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
