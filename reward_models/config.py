@@ -44,23 +44,24 @@ class LabelerOptions:
     # with the cause (512 fits RL-VLM-F's two-stage analysis; reasoning models need more).
     max_tokens: int = 512
 
-    def validate_labeler(self) -> None:
-        check_choice("labeler", self.labeler, ("scripted", "hf", "openai"))
+    def validate_labeler(self, prefix: str = "") -> None:
+        p = prefix
+        check_choice(f"{p}labeler", self.labeler, ("scripted", "hf", "openai"))
         if self.labeler != "scripted" and not self.vlm_model:
-            raise ConfigError(f"labeler={self.labeler!r} needs --vlm_model (a model directory / hub id / served name)")
-        check_range("concurrency", self.concurrency, 1, 1024)
-        check_range("vlm_batch_size", self.vlm_batch_size, 1, 4096)
-        check_choice("vlm_dtype", self.vlm_dtype, ("float32", "bfloat16", "float16"))
+            raise ConfigError(f"{p}labeler={self.labeler!r} needs --{p}vlm_model (a model directory / hub id / served name)")
+        check_range(f"{p}concurrency", self.concurrency, 1, 1024)
+        check_range(f"{p}vlm_batch_size", self.vlm_batch_size, 1, 4096)
+        check_choice(f"{p}vlm_dtype", self.vlm_dtype, ("float32", "bfloat16", "float16"))
         if self.labeler == "hf":
             from vla_rl.config import check_device
 
-            check_device("vlm_device", self.vlm_device)
-        check_range("timeout", self.timeout, 0.01, 3600)
-        check_range("max_attempts", self.max_attempts, 1, 100)
-        check_range("max_tokens", self.max_tokens, 1, 1_000_000)
+            check_device(f"{p}vlm_device", self.vlm_device)
+        check_range(f"{p}timeout", self.timeout, 0.01, 3600)
+        check_range(f"{p}max_attempts", self.max_attempts, 1, 100)
+        check_range(f"{p}max_tokens", self.max_tokens, 1, 1_000_000)
         from reward_models.teachers import TEACHERS
 
-        check_choice("teacher", self.teacher, sorted(TEACHERS))
+        check_choice(f"{p}teacher", self.teacher, sorted(TEACHERS))
 
 
 @dataclass
@@ -120,8 +121,12 @@ class PreferenceOptions(LabelerOptions):
     label_lag: int = 1
     # Seconds the driver waits at the due iteration for late answers before going on with the last model.
     label_wait_s: float = 600.0
-    # Start from this reward model (a `vla-rl reward train` directory) instead of none (RL-VLM-F starts from none).
+    # Start from this reward model (a `vla-rl reward train` directory) instead of none (RL-VLM-F starts from none,
+    # the default: the first round's answers are awaited and train the first model before the first update).
     init_reward_model: str = ""
+    # Also train on the labelled pairs of this pair dataset (e.g. demo pairs from `vla-rl reward label`); they are
+    # copied into the run's pair dataset (same image size required) and count toward no query budget.
+    init_pairs: str = ""
     # Reward-model training per update: ensemble members, max epochs, patience, Adam lr, batch, held-out share.
     ensemble_size: int = 3
     epochs: int = 30
@@ -131,7 +136,7 @@ class PreferenceOptions(LabelerOptions):
     holdout: float = 0.1
 
     def validate(self) -> None:
-        self.validate_labeler()
+        self.validate_labeler("preference.")
         check_choice("preference.selection", self.selection, SELECTIONS)
         check_range("preference.query_every", self.query_every, 1, 10**6)
         check_range("preference.queries_per_round", self.queries_per_round, 1, 10**6)

@@ -207,9 +207,20 @@ class PreferenceLoop:
         self.rng = np.random.default_rng(seed + 7_000_003)
         if self.state.rng:
             self.rng.bit_generator.state = self.state.rng
+        if state is None and opts.init_pairs:
+            self._adopt(opts.init_pairs)
         self.rounds = [_Round(r["ids"], r["due"], r["seed"]) for r in self.state.pending]
         for r in self.rounds:  # after a resume: ask the pending rounds again (answers already stored are reused)
             self._send(r)
+
+    def _adopt(self, path: str | Path) -> None:
+        """Copy the labelled pairs of another dataset into the run's; the first update trains on them too."""
+        source = PairDataset(path)
+        labelled = [p for p in source if p.status == "labeled"]
+        for p in labelled:
+            p.provenance = {**p.provenance, "copied_from": str(path)}
+        self.pairs.add(labelled)
+        self.state.used += [p.id for p in labelled if p.id not in set(self.state.used)]
 
     # --- one iteration ----------------------------------------------------------------------------
     def step(self, iteration: int, episodes) -> tuple[dict[str, float], RewardEnsemble | None]:
@@ -222,7 +233,7 @@ class PreferenceLoop:
         new_ids = self._collect(iteration, metrics)
         t1 = time.perf_counter()
         new_model = None
-        if new_ids:
+        if new_ids or (self.model is None and s.used):  # new labels, or adopted pairs and no model yet
             new_model = self._update(metrics)
         t2 = time.perf_counter()
         metrics.update({

@@ -134,3 +134,14 @@ def test_options_are_validated_by_name():
         dataclasses.replace(OPTS, selection="random").validate()
     with pytest.raises(ConfigError, match="vlm_model"):
         dataclasses.replace(OPTS, labeler="openai").validate()
+
+
+def test_adopted_demo_pairs_train_the_first_model_with_the_first_round(tmp_path):
+    first, _ = make_loop(tmp_path / "demo_run")
+    first.step(1, batch(1))  # 12 labelled pairs in tmp_path/demo_run/pairs
+    opts = dataclasses.replace(OPTS, init_pairs=str(tmp_path / "demo_run/pairs"))
+    loop, labelers = make_loop(tmp_path / "run", opts, fail_first=1)
+    assert len(loop.pairs) == 12 and all("copied_from" in e["provenance"] for e in loop.pairs.entries)
+    metrics, model = loop.step(1, batch(5))  # the round fails, yet the adopted pairs give a first model
+    assert model is not None and metrics["reward_model/pairs"] == 12 and metrics["labels/requested"] == 12
+    assert metrics["labels/pending"] == 12

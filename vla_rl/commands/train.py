@@ -115,8 +115,13 @@ def run(cfg: TrainConfig) -> int:
     if cfg.reward == "model":
         RewardEnsemble.load(cfg.reward_model)
     init_model = None
-    if cfg.reward == "preference" and cfg.preference.init_reward_model and not cfg.resume:
-        init_model = RewardEnsemble.load(cfg.preference.init_reward_model)
+    if cfg.reward == "preference" and not cfg.resume:
+        if cfg.preference.init_reward_model:
+            init_model = RewardEnsemble.load(cfg.preference.init_reward_model)
+        if cfg.preference.init_pairs:
+            from reward_models.pairs import PairDataset
+
+            PairDataset(cfg.preference.init_pairs).verify()
     ckpt = None
     if cfg.resume:
         ckpt = latest(root)
