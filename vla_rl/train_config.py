@@ -107,6 +107,8 @@ class TrainConfig:
     eval_every: int = 10
     # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (unseen in training).
     eval_episodes: int = 30
+    # Also evaluate the starting policy (row "iteration": 0): the run then reports its before and after.
+    eval_before: bool = False
     # First evaluation seed (training episodes draw theirs from [0, 2^31) with --seed's RNG: a clash is ~1e-5 per run).
     eval_seed: int = 10_000
     # Videos of the first N episodes of each evaluation (OUT/eval/<iteration>/videos).

@@ -197,7 +197,7 @@ def test_export_loads_in_peft_and_merged_in_transformers_alone(runs, tmp_path):
     assert np.isfinite(a.act(obs, greedy=True).actions).all()
 
 
-def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path):
+def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path, capsys):
     """--reward model: PPO optimises the reward model's rewards; the env's return is still logged."""
     assert main(["collect", "--env", ENV, "--episodes", "3", "--out", str(tmp_path / "demos")]) == 0
     assert main(["reward", "label", "--data", f"[{tmp_path / 'demos'}]", "--pairs", "20",
@@ -205,9 +205,14 @@ def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path)
     assert main(["reward", "train", "--pairs", f"[{tmp_path / 'pairs'}]", "--epochs", "1", "--ensemble_size", "1",
                  "--out", str(tmp_path / "rm")]) == 0
     argv = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "1", "--reward", "model",
-            "--reward_model", str(tmp_path / "rm")]
+            "--reward_model", str(tmp_path / "rm"), "--eval_before", "true", "--eval_every", "0", "--eval_episodes", "2"]
+    capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
-    row = _rows(tmp_path / "run/metrics.jsonl")[0]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    zero, row = _rows(tmp_path / "run/metrics.jsonl")
+    # --eval_before: the starting policy's greedy success is row 0 and the summary's "before".
+    assert zero["iteration"] == 0 and zero["env_steps"] == 0 and "eval/success_rate" in zero and "eval/success_rate" in row
+    assert summary["success_rate_before"] == zero["eval/success_rate"] and summary["success_rate"] == row["eval/success_rate"]
     assert np.isfinite(row["losses/value"]) and "rollout/env_return" in row
     # The reward-hacking monitor: learned and ground-truth rewards of the same rows, and their correlation.
     assert np.isfinite(row["reward/learned_mean"]) and np.isfinite(row["reward/gt_mean"]) and -1 <= row["reward/gt_corr"] <= 1

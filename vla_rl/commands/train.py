@@ -25,7 +25,7 @@ from vla_rl.train_config import TrainConfig
 CONFIG_FILE = "train_config.yaml"
 # Options that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_every", "eval_episodes", "eval_videos",
-                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out")
+                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out", "eval_before")
 
 
 def _check_resumable(cfg: TrainConfig, out: Path) -> None:
@@ -178,7 +178,28 @@ def run(cfg: TrainConfig) -> int:
     metrics_path = out / "metrics.jsonl"
     last_eval: dict = {}
     bar = tqdm(total=cfg.iterations, initial=iteration, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def evaluate(at: int) -> tuple[dict, dict]:
+        """Greedy success of the learner's policy on the fixed evaluation seeds, as `vla-rl eval` measures it."""
+        t_eval = time.perf_counter()
+        with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at iteration {at}",
+                  unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
+            result = evaluate_policy(module.policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed, options=options,
+                                     videos=cfg.eval_videos, out=out / "eval" / f"{at:06d}" if cfg.eval_videos else None,
+                                     progress=eval_bar)
+        result.pop("per_episode")
+        bar.write(f"iteration {at}: greedy success {result['success_rate']:.2f} (95% CI "
+                  f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f})")
+        return result, {"eval/success_rate": result["success_rate"], "eval/success_ci_low": result["success_rate_ci95"][0],
+                        "eval/success_ci_high": result["success_rate_ci95"][1], "eval/return": result["mean_return"],
+                        "eval/length": result["mean_length"], "perf/eval_s": time.perf_counter() - t_eval}
+
+    before: dict = {}
     try:
+        if cfg.eval_before and iteration == 0:
+            before, eval_row = evaluate(0)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(_round({"iteration": 0, "env_steps": 0, "time_s": 0.0, **eval_row})) + "\n")
         while iteration < end and not (cfg.env_steps and env_steps >= cfg.env_steps):
             t0 = time.perf_counter()
             result = algo.train()
@@ -188,21 +209,8 @@ def run(cfg: TrainConfig) -> int:
             row.update({"perf/sync_bytes": float(sent), "perf/sync_fraction": sent / full})
             last = iteration == end or (cfg.env_steps and env_steps >= cfg.env_steps)
             if cfg.eval_every >= 0 and (last or (cfg.eval_every and iteration % cfg.eval_every == 0)):
-                t_eval = time.perf_counter()
-                with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at iteration {iteration}",
-                          unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-                    last_eval = evaluate_policy(module.policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed,
-                                                options=options, videos=cfg.eval_videos,
-                                                out=out / "eval" / f"{iteration:06d}" if cfg.eval_videos else None,
-                                                progress=eval_bar)
-                last_eval.pop("per_episode")
-                row.update({"eval/success_rate": last_eval["success_rate"],
-                            "eval/success_ci_low": last_eval["success_rate_ci95"][0],
-                            "eval/success_ci_high": last_eval["success_rate_ci95"][1],
-                            "eval/return": last_eval["mean_return"], "eval/length": last_eval["mean_length"],
-                            "perf/eval_s": time.perf_counter() - t_eval})
-                bar.write(f"iteration {iteration}: greedy success {last_eval['success_rate']:.2f} (95% CI "
-                          f"{last_eval['success_rate_ci95'][0]:.2f}-{last_eval['success_rate_ci95'][1]:.2f})")
+                last_eval, eval_row = evaluate(iteration)
+                row.update(eval_row)
             wall += time.perf_counter() - t0
             row = _round({"iteration": iteration, "env_steps": env_steps, "time_s": wall, **row})
             with open(metrics_path, "a") as f:
@@ -227,7 +235,15 @@ def run(cfg: TrainConfig) -> int:
             ray.shutdown()
     summary = {"iteration": iteration, "iterations": cfg.iterations, "env_steps": env_steps, "seconds": round(wall, 1),
                "checkpoint": str(root / "last" / "pretrained_model")}
+    if before:
+        summary.update({"success_rate_before": before["success_rate"], "success_rate_before_ci95": before["success_rate_ci95"]})
     if last_eval:
         summary.update({"success_rate": last_eval["success_rate"], "success_rate_ci95": last_eval["success_rate_ci95"]})
+        if before:
+            print(f"greedy success on {cfg.eval_episodes} unseen seeds: {before['success_rate']:.0%} before RL "
+                  f"(95% CI {before['success_rate_ci95'][0]:.0%}-{before['success_rate_ci95'][1]:.0%}) -> "
+                  f"{last_eval['success_rate']:.0%} after {iteration} iterations "
+                  f"(95% CI {last_eval['success_rate_ci95'][0]:.0%}-{last_eval['success_rate_ci95'][1]:.0%})",
+                  file=sys.stderr)
     print(json.dumps(summary))
     return 0
