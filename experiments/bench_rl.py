@@ -159,14 +159,13 @@ def memory(args) -> dict:
 
 def learning(args) -> dict:
     from vla_rl.evaluation import wilson_interval
+    from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary
 
     runs = []
-    for run in args.runs:
-        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        evals = [{"iteration": r["iteration"], "env_steps": r["env_steps"], "minutes": round(r["time_s"] / 60, 1),
-                  "success": r["eval/success_rate"], "ci95": [r["eval/success_ci_low"], r["eval/success_ci_high"]],
-                  "kl_per_token": r.get("kl/ref_per_token")} for r in rows if "eval/success_rate" in r]
-        runs.append({"run": str(run), "evals": evals,
+    for spec in args.runs:
+        group, run = parse_run_spec(spec)
+        rows = read_rows(run)
+        runs.append({"run": str(run), "group": group, "evals": evaluations(rows),
                      "kl_per_token_last": rows[-1].get("kl/ref_per_token") if rows else None,
                      "rollout_success_first": rows[0].get("rollout/success_rate") if rows else None,
                      "rollout_success_last": rows[-1].get("rollout/success_rate") if rows else None})
@@ -174,7 +173,7 @@ def learning(args) -> dict:
     if args.before is not None:
         k = round(args.before * args.before_n)
         before = {"success": args.before, "n": args.before_n, "ci95": list(wilson_interval(k, args.before_n))}
-    return {"before": before, "runs": runs}
+    return {"before": before, "groups": seed_summary(runs, args.before), "runs": runs}
 
 
 def main() -> None:
@@ -188,7 +187,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=2, help="train iterations per memory measurement")
     ap.add_argument("--lora_r", type=int, default=16)
     ap.add_argument("--lora_targets", default="", help='LoRA target regex ("" = every LM projection)')
-    ap.add_argument("--runs", nargs="*", default=[], help="train run directories (learning)")
+    ap.add_argument("--runs", nargs="*", default=[],
+                    help="train run directories (learning), optionally GROUP=DIR to pool seeds of one setting")
     ap.add_argument("--before", type=float, default=None, help="greedy success of the start policy (learning)")
     ap.add_argument("--before_n", type=int, default=30, help="episodes behind --before")
     args = ap.parse_args()

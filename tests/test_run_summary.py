@@ -1,0 +1,25 @@
+"""Summaries of train runs over seeds, on hand-built metrics files."""
+
+import json
+
+from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary
+
+
+def _run(tmp_path, name, successes):
+    rows = [{"iteration": i, "env_steps": 100 * i, "time_s": 60.0 * i, "eval/success_rate": s, "eval/success_ci_low": 0.0,
+             "eval/success_ci_high": 1.0} for i, s in successes] + [{"iteration": 99, "env_steps": 1, "time_s": 1.0}]
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / name
+
+
+def test_seed_summary_pools_seeds_per_group_and_iteration(tmp_path):
+    a, b = _run(tmp_path, "s0", [(0, 0.3), (10, 0.6)]), _run(tmp_path, "s1", [(0, 0.3), (10, 0.4)])
+    runs = []
+    for spec in (f"C={a}", f"C={b}", str(a)):
+        group, run = parse_run_spec(spec)
+        runs.append({"group": group, "evals": evaluations(read_rows(run))})
+    assert [e["iteration"] for e in runs[0]["evals"]] == [0, 10] and runs[0]["evals"][1]["minutes"] == 10.0
+    out = seed_summary(runs, before=0.3)
+    assert out["C"]["10"] == {"seeds": 2, "mean": 0.5, "min": 0.4, "max": 0.6, "std": 0.1414, "mean_gain_points": 20.0}
+    assert out["s0"]["10"]["seeds"] == 1 and out["s0"]["10"]["std"] is None

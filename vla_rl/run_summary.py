@@ -1,0 +1,45 @@
+"""Reading `vla-rl train` runs back: their greedy evaluations and a summary over seeds (benchmarks use it)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def read_rows(run: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (one per iteration; row 0 = the starting policy with --eval_before)."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def evaluations(rows: list[dict]) -> list[dict]:
+    """Greedy evaluations of a run: iteration, env steps, minutes, success, Wilson CI, KL to the reference."""
+    return [{"iteration": r["iteration"], "env_steps": r["env_steps"], "minutes": round(r["time_s"] / 60, 1),
+             "success": r["eval/success_rate"], "ci95": [r["eval/success_ci_low"], r["eval/success_ci_high"]],
+             "kl_per_token": r.get("kl/ref_per_token")} for r in rows if "eval/success_rate" in r]
+
+
+def seed_summary(runs: list[dict], before: float | None) -> dict:
+    """Per group (one setting run with several seeds) and evaluated iteration: mean, sample std, min and max of the
+    greedy success over the seeds. The evaluation seeds are the same for every run, so a training seed — not an
+    episode — is the unit of variation."""
+    groups: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        for e in r["evals"]:
+            groups.setdefault(r["group"], {}).setdefault(e["iteration"], []).append(e["success"])
+    out: dict = {}
+    for name, by_it in groups.items():
+        out[name] = {}
+        for it, xs in sorted(by_it.items()):
+            row = {"seeds": len(xs), "mean": round(statistics.fmean(xs), 4), "min": min(xs), "max": max(xs),
+                   "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None}
+            if before is not None:
+                row["mean_gain_points"] = round(100 * (row["mean"] - before), 1)
+            out[name][str(it)] = row
+    return out
+
+
+def parse_run_spec(spec: str) -> tuple[str, Path]:
+    """GROUP=DIR (or DIR: the group is the directory's name)."""
+    group, _, run = spec.rpartition("=")
+    return group or Path(run).name, Path(run)
