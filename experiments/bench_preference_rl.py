@@ -39,9 +39,10 @@ def preference_stats(rows: list[dict]) -> dict:
     if not train:
         return {}
     last = train[-1]
-    updates = []
+    updates, version = [], 0.0
     for r in train:
-        if r.get("perf/time_reward_model", 0) > 0 and "reward_model/version" in r:
+        if r.get("reward_model/version", 0) != version:  # this iteration trained a new version
+            version = r["reward_model/version"]
             updates.append({"iteration": r["iteration"], "version": r["reward_model/version"],
                             "pairs": r.get("reward_model/pairs"),
                             "heldout_accuracy": r.get("reward_model/heldout_accuracy"),
