@@ -147,14 +147,17 @@ algo.stop(); ray.shutdown()
 
 def memory(args) -> dict:
     out = {}
-    for reference in (False, True, False, True):
+    for reference in [False, True] * args.repeats:  # alternated, so drift hits both arms alike
         payload = json.dumps({**vars(args), "reference": reference})
         res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, payload], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parents[1])
         row = json.loads(res.stdout.strip().splitlines()[-1])
         out.setdefault("with_reference" if reference else "without_reference", []).append(row["peak_rss_mb"])
     w, wo = statistics.median(out["with_reference"]), statistics.median(out["without_reference"])
-    return {**out, "extra_fraction": w / wo - 1.0, "note": "driver (learner) process peak RSS, MB"}
+    pairs = [a / b - 1.0 for a, b in zip(out["with_reference"], out["without_reference"], strict=True)]
+    return {**out, "extra_fraction": w / wo - 1.0, "extra_fraction_per_pair": pairs,
+            "extra_fraction_pair_range": [min(pairs), max(pairs)],
+            "note": "driver (learner) process peak RSS, MB; extra_fraction = median with / median without - 1"}
 
 
 def learning(args) -> dict:

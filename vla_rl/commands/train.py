@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -52,7 +53,10 @@ def flatten_result(result: dict) -> dict[str, float]:
 
 
 def _round(row: dict) -> dict:
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+    """6 decimals; a metric with no value this iteration (NaN: e.g. no episode finished) is left out, so every
+    row is strict JSON."""
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
+            if not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _start_wandb(cfg: TrainConfig, out: Path, resume: bool):
