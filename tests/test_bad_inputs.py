@@ -120,6 +120,7 @@ CASES = [
     (["train"], "--policy {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a train run"),
     (["train"], "--policy {r}/" + P + " --wandb.mode loud --out {w}/t", "wandb.mode='loud'"),
     (["train"], "--policy {r}/" + P + " --critic_warmup -1 --out {w}/t", "critic_warmup=-1 is out of range"),
+    (["train"], "--policy {r}/" + P + " --ray_address 127.0.0.1:1 --out {w}/t", "cannot reach the Ray head at '127.0.0.1:1'"),
     (["train"], "--policy {r}/" + P + " --reward preference --preference.selection random --out {w}/t",
      "preference.selection='random' is not allowed"),
     (["train"], "--policy {r}/" + P + " --reward preference --preference.labeler openai --out {w}/t",

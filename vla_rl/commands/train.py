@@ -113,6 +113,9 @@ def run(cfg: TrainConfig) -> int:
     replace = not cfg.resume and prepare_output(out, TRAIN_RUN, overwrite=cfg.overwrite,
                                                 alternative="--resume true to continue it")
     # Every input is checked before anything is written.
+    from vla_rl.ray_address import check_ray_address
+
+    check_ray_address(cfg.ray_address)
     policy = VLAPolicy.from_pretrained(cfg.policy)
     env_id, options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
     check_env_fits(policy, env_id, options)

@@ -1,0 +1,38 @@
+"""Checking a `--ray_address` before anything is written: an unreachable cluster is a one-line error, not a
+two-minute hang inside `ray.init`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from envs.errors import ConfigError
+
+CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head` on this machine
+
+
+def resolve_ray_address(address: str) -> str:
+    """host:port of `address` ("auto": $RAY_ADDRESS or the cluster `ray start` recorded on this machine)."""
+    if address != "auto":
+        return address
+    found = os.environ.get("RAY_ADDRESS", "") or (CURRENT_CLUSTER.read_text().strip() if CURRENT_CLUSTER.is_file() else "")
+    if not found:
+        raise ConfigError("ray_address='auto': no running Ray cluster on this machine (no RAY_ADDRESS, no "
+                          f"{CURRENT_CLUSTER}) — start one with `ray start --head`, or drop --ray_address for a local Ray")
+    return found
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Raise ConfigError unless the cluster's head answers a TCP connection within `timeout` seconds."""
+    if not address:
+        return
+    target = resolve_ray_address(address)
+    hostport = target.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"ray_address={address!r}: cannot reach the Ray head at {hostport!r} ({e}) — is "
+                          "`ray start --head` running there and the port open? (drop --ray_address for a local Ray)") from None
