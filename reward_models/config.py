@@ -127,12 +127,18 @@ class PreferenceOptions(LabelerOptions):
     # Also train on the labelled pairs of this pair dataset (e.g. demo pairs from `vla-rl reward label`); they are
     # copied into the run's pair dataset (same image size required) and count toward no query budget.
     init_pairs: str = ""
-    # Reward-model training per update: ensemble members, max epochs, patience, Adam lr, batch, held-out share.
+    # Reward-model ensemble members (RL-VLM-F and PEBBLE: 3).
     ensemble_size: int = 3
-    epochs: int = 30
-    patience: int = 10
+    # Max epochs per reward-model update. Each update starts from the last model (warm start), so a few epochs
+    # over all pairs so far suffice (PEBBLE trains <= 50 per update from scratch-like resets).
+    epochs: int = 10
+    # Epochs without held-out improvement before a member stops, per update.
+    patience: int = 5
+    # Adam learning rate of the reward model (RL-VLM-F: 3e-4).
     rm_lr: float = 3e-4
+    # Pairs per reward-model Adam step (RL-VLM-F: 64).
     rm_batch_size: int = 64
+    # Share of the run's labelled pairs held out for early stopping and reward_model/heldout_accuracy.
     holdout: float = 0.1
 
     def validate(self) -> None:
