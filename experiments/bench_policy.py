@@ -52,7 +52,7 @@ def naive_act(policy, obs: dict) -> torch.Tensor:
         tokens = []
         for _ in range(policy.spec.n_action_tokens):
             o = policy._forward(embeds, mask, pos, x["pixels"])
-            b = policy._bin_logp(o.logits[:, -1], 1.0).argmax(-1) + policy.action_tokenizer.token_offset
+            b = policy._bin_logp(o.last_hidden_state[:, -1], 1.0).argmax(-1) + policy.action_tokenizer.token_offset
             tokens.append(b)
             embeds = torch.cat([embeds, policy.model.get_input_embeddings()(b[:, None])], 1)
             mask = torch.cat([mask, mask.new_ones(1, 1)], 1)

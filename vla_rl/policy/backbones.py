@@ -40,6 +40,10 @@ PRESETS: dict[str, BackbonePreset] = {
     # The CPU quickstart: ~4.7 M parameters (SigLIP 2x128, Llama 4x256), a 64 px image -> 16 tokens
     # (patch 16: 2.5x faster to train on 2 cores than patch 8 / 64 image tokens, measured).
     "small": BackbonePreset(128, 2, 4, 16, 256, 4, 4, 768),
+    # GPU checks only (experiments/bench_gpu.py): the shape of a 1B VLA — SigLIP-so400m-like vision (1152 x 27,
+    # patch 14) + a Llama-3.2-1B-like LM (2048 x 16, 32 heads, MLP 8192); 1.51 B parameters (vision 0.43 B), random
+    # weights; LoRA r 16 on every LM projection = 12.1 M parameters.
+    "1b": BackbonePreset(1152, 27, 16, 14, 2048, 16, 32, 8192),
 }
 
 
