@@ -130,7 +130,7 @@ class PreferenceOptions(LabelerOptions):
     # Reward-model ensemble members (RL-VLM-F and PEBBLE: 3).
     ensemble_size: int = 3
     # Max epochs per reward-model update. Each update starts from the last model (warm start), so a few epochs
-    # over all pairs so far suffice (PEBBLE: <= 50 per update, stopping at 97 % train accuracy).
+    # over all pairs so far suffice (PEBBLE: <= 50 per update, stopping at 97 percent train accuracy).
     epochs: int = 10
     # Epochs without held-out improvement before a member stops, per update.
     patience: int = 5

@@ -100,9 +100,11 @@ class TrainConfig:
     lora_alpha: int = 32
     # Dropout on the LoRA input (0: PPO's ratio must be the same in sampling and training).
     lora_dropout: float = 0.0
-    # Regex of module names that get LoRA ("" = every LM attention and MLP projection; e.g.
-    # '.*language_model\..*\.(q_proj|v_proj)' for a 5x smaller weight sync).
-    lora_target_modules: str = ""
+    # Regex of module names that get LoRA: by default the LM's attention query and value projections (PEFT's default
+    # targets for Llama): the weight sync is 1.4 percent of the small policy vs 6.8 with every projection, and drawer-open
+    # learned within the spread of every-projection seeds (one seed; README, Benchmarks, RL). "" = every LM attention
+    # and MLP projection.
+    lora_target_modules: str = r".*(language_model|text_model)\..*\.(q_proj|v_proj)"
     # Greedy evaluation every N iterations and at the end (0 = only at the end; -1 = never).
     eval_every: int = 10
     # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (unseen in training).
