@@ -53,3 +53,12 @@ def test_shipped_experiment_configs_validate():
     assert pretrain, "experiments/pretrain/*.yaml missing"
     for path in pretrain:
         load_config(PretrainConfig, path)
+    from vla_rl.train_config import TrainConfig
+
+    train = sorted((Path(__file__).parents[1] / "experiments" / "train").glob("*.yaml"))
+    assert len(train) >= 4, "experiments/train/*.yaml missing"
+    for path in train:
+        cfg = load_config(TrainConfig, path)
+        cfg.validate()
+        if cfg.reward == "preference":
+            assert cfg.preference.queries_per_round > 0 and not cfg.env_options.terminate_on_success
