@@ -310,7 +310,7 @@ class PreferenceLoop:
         self._poll(iteration, metrics)
         s = self.state
         new_ids: list[str] = []
-        keep, accuracy = [], []
+        keep, accuracy, used = [], [], set(s.used)
         for r in self.rounds:
             if r.due > iteration or r.handle is not None:  # not due, or late: the run goes on with the last model
                 keep.append(r)
@@ -325,6 +325,9 @@ class PreferenceLoop:
                     s.abstained += 1
                     continue
                 s.valid += 1
+                if pid in used:  # the same pair drawn again in a later round: train on it once
+                    continue
+                used.add(pid)
                 s.used.append(pid)
                 new_ids.append(pid)
                 gt, label = entry.get("gt_return"), entry["label"]
