@@ -22,16 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.bench_rl import machine  # noqa: E402
 from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary  # noqa: E402
-
-
-def machine() -> dict:
-    import os
-    import platform
-
-    import torch
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}
 
 
 def preference_stats(rows: list[dict]) -> dict:

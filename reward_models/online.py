@@ -18,6 +18,9 @@
    `perf/time_reward_model`); a second actor would only compete with sampling for the same cores.
 4. The new model is returned for the learner's relabelling piece, which scores the batch before GAE.
 
+The labeler itself sits behind a small client (`reward_models/labeler_actor.py`): a Ray actor in training,
+in-process in unit tests.
+
 Before the first model exists, the first round's answers are awaited at once (`label_lag` 0), so
 iteration 1 already has a learned reward; if no label arrives at all the loop returns no model and
 the caller skips the update (`reward_model/version` stays 0), never training on a reward of zeros.
@@ -32,7 +35,6 @@ query is asked twice — and pending rounds are sent again (nothing is lost).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from reward_models.config import LabelerOptions, PreferenceOptions
+from reward_models.config import PreferenceOptions
 from reward_models.labelers.base import LabelResult
-from reward_models.pairs import Pair, PairDataset
+from reward_models.pairs import PairDataset
 from reward_models.reward_model import RewardEnsemble, RewardModelConfig
 from reward_models.segments import _Episodes, sample_candidates, select_pairs
 
@@ -68,106 +70,6 @@ def rollout_episodes(episodes, source: str) -> _Episodes:
         out.gt.append(progress)
         out.progress.append(progress)
     return out
-
-
-# --- labelers: in process (tests) or as a Ray actor -----------------------------------------------
-class LabelerActor:
-    """Holds one labeler; `label(pairs, seed)` reseeds a scripted teacher so every round is reproducible."""
-
-    def __init__(self, opts: dict[str, Any], cache_dir: str):
-        import threading
-
-        from reward_models.labelers import make_labeler
-
-        self.opts = LabelerOptions(**opts)
-        self.labeler = make_labeler(self.opts, cache_dir, show_progress=False)
-        self.name = self.labeler.name
-        self._lock = threading.Lock()  # the actor is threaded (so pid() answers while a round runs)
-
-    def label(self, pairs: list[Pair], seed: int) -> list[LabelResult]:
-        from reward_models.labelers import ScriptedLabeler
-
-        if isinstance(self.labeler, ScriptedLabeler):  # its own noise stream per round: reproducible
-            return ScriptedLabeler(self.opts.teacher, seed=seed).label(pairs)
-        if self.opts.labeler == "openai":  # thread-safe; concurrent rounds share its request pool
-            return self.labeler.label(pairs)
-        with self._lock:
-            return self.labeler.label(pairs)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def labeler_name(opts: LabelerOptions) -> str:
-    return f"scripted:{opts.teacher}" if opts.labeler == "scripted" else f"{opts.labeler}:{opts.vlm_model}"
-
-
-def _labeler_fields(opts: LabelerOptions) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(LabelerOptions)}
-
-
-class LocalLabelers:
-    """Answers at once, in this process (unit tests, and `label_lag` semantics without Ray)."""
-
-    def __init__(self, opts: LabelerOptions, cache_dir: str | Path):
-        self.actor = LabelerActor(_labeler_fields(opts), str(cache_dir))
-        self.name, self.restarts = labeler_name(opts), 0
-
-    def submit(self, pairs, seed):
-        try:
-            return ("done", self.actor.label(pairs, seed))
-        except Exception as e:  # noqa: BLE001 - a failed round keeps its pairs for the next one
-            return ("failed", f"{type(e).__name__}: {e}")
-
-    def wait(self, handle, timeout: float) -> bool:
-        return True
-
-    def result(self, handle) -> list[LabelResult] | str:
-        return handle[1]
-
-    def close(self) -> None:
-        pass
-
-
-class RayLabelers:
-    """The labeler as a Ray actor, restarted if it dies; a task lost with it is retried on the new one."""
-
-    def __init__(self, opts: LabelerOptions, cache_dir: str | Path):
-        import ray
-
-        self._ray = ray
-        cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=4)(LabelerActor)
-        self.actor = cls.remote(_labeler_fields(opts), str(cache_dir))
-        self._pid = None
-        self.name, self.restarts = labeler_name(opts), 0
-
-    def submit(self, pairs, seed):
-        self._check_restart()
-        return self.actor.label.remote(pairs, seed)
-
-    def wait(self, handle, timeout: float) -> bool:
-        ready, _ = self._ray.wait([handle], timeout=timeout)
-        return bool(ready)
-
-    def result(self, handle) -> list[LabelResult] | str:
-        try:
-            return self._ray.get(handle)
-        except Exception as e:  # noqa: BLE001 - the labeler raised: the pairs stay pending
-            return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
-
-    def _check_restart(self) -> None:
-        try:
-            pid = self._ray.get(self.actor.pid.remote(), timeout=60)
-        except Exception:  # noqa: BLE001 - counted as a restart; the next call goes to the new actor
-            pid = -1
-        if self._pid is not None and pid != self._pid:
-            self.restarts += 1
-        self._pid = pid
-
-    def close(self) -> None:
-        self._ray.kill(self.actor)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -235,14 +137,14 @@ class PreferenceLoop:
         new_model = None
         if new_ids or (self.model is None and s.used):  # new labels, or adopted pairs and no model yet
             new_model = self._update(metrics)
+        if self.model is not None and episodes:  # the audit scores the batch once more: timed with the updates
+            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(episodes)
         t2 = time.perf_counter()
         metrics.update({
             "labels/requested": s.requested, "labels/answered": s.answered, "labels/valid": s.valid,
             "labels/abstained": s.abstained, "labels/pending": sum(len(r.ids) for r in self.rounds) + len(s.retry),
             "labels/from_dataset": s.from_dataset, "labels/actor_restarts": self.labelers.restarts,
             "reward_model/version": s.version, "perf/time_label": t1 - t0, "perf/time_reward_model": t2 - t1})
-        if self.model is not None and episodes:
-            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(episodes)
         for k, v in s.last_report.items():
             metrics.setdefault(k, v)
         return metrics, new_model

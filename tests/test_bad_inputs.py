@@ -139,6 +139,8 @@ CASES = [
     (["reward", "label"], "--data [{r}/demos] --labeler hf --vlm_model m --vlm_device cuda:3 --out {w}/p",
      "vlm_device='cuda:3'"),
     (["reward", "label"], "--data [{r}/demos] --pairs 2 --out {r}/foreign", "is not a pair dataset"),
+    (["reward", "label"], "--data [{r}/demos] --labeler openai --vlm_model m --max_tokens 0 --out {w}/p",
+     "max_tokens=0 is out of range"),
     (["reward", "label"], "--data [{r}/demos] --pairs 2 --out {r}/pairs_corrupt", "checksum mismatch"),
     (["reward", "label"], "--data [{r}/demos_corrupt] --pairs 2 --out {w}/p", "000001.npz: checksum mismatch"),
     # reward train

@@ -7,12 +7,8 @@ import pytest
 import torch
 
 from envs.instruction import encode_instruction
-from reward_models.online import (
-    LocalLabelers,
-    PreferenceLoop,
-    PreferenceOptions,
-    rollout_episodes,
-)
+from reward_models.labeler_actor import LocalLabelers
+from reward_models.online import PreferenceLoop, PreferenceOptions, rollout_episodes
 from reward_models.pairs import PairDataset
 
 

@@ -76,7 +76,8 @@ def pref_algo(tiny_policy, tmp_path):
     import ray
 
     from reward_models.config import PreferenceOptions
-    from reward_models.online import PreferenceLoop, RayLabelers
+    from reward_models.labeler_actor import RayLabelers
+    from reward_models.online import PreferenceLoop
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config, module_config
     from vla_rl.train_config import TrainConfig

@@ -167,7 +167,8 @@ def run(cfg: TrainConfig) -> int:
         iteration, env_steps, wall = int(saved_state["iteration"]), int(saved_state["env_steps"]), float(saved_state["wall_s"])
     labelers = None
     if cfg.reward == "preference":
-        from reward_models.online import PreferenceLoop, RayLabelers
+        from reward_models.labeler_actor import RayLabelers
+        from reward_models.online import PreferenceLoop
 
         labelers = RayLabelers(cfg.preference, out / "pairs" / "vlm_cache")
         algo.attach_preference(PreferenceLoop(cfg.preference, out / "pairs", cfg.seed, labelers, model=init_model,
