@@ -121,8 +121,31 @@ class TrainConfig:
     seed: int = 0
     # Torch threads of the learner (driver); each env runner uses one thread per CPU it holds.
     learner_threads: int = 1
-    # CPUs per env-runner actor.
+    # CPUs per env-runner actor (Ray sets the actor's torch/OMP threads to this).
     cpus_per_runner: int = 1
+    # GPUs per env-runner actor (fractions share a GPU, e.g. 0.25 = four runners per GPU); 0 = sample on CPU.
+    gpus_per_runner: float = 0.0
+    # Custom Ray resources each env runner needs, e.g. '{sim: 1}' to place runners only on nodes started with
+    # `ray start --resources '{"sim": 8}'` (simulator nodes). {} = anywhere.
+    runner_resources: dict[str, float] = field(default_factory=dict)
+    # Learner actors: 0 = the learner runs in the driver process (one machine); N >= 1 = N Ray learner actors,
+    # N > 1 trains data-parallel (torch DDP: gloo on CPU, NCCL on GPU; each learner gets 1/N of the batch).
+    num_learners: int = 0
+    # CPUs per learner actor (with num_learners >= 1).
+    cpus_per_learner: int = 1
+    # GPUs per learner actor (with num_learners >= 1; 0 = CPU learners).
+    gpus_per_learner: float = 0.0
+    # dtype of the frozen base weights: "auto" (bfloat16 where the module sits on a GPU, float32 on CPU), "float32"
+    # or "bfloat16". LoRA, the value head and the optimizer state are always float32.
+    base_dtype: str = "auto"
+    # A runner that has not returned its rollouts this many seconds after an iteration's sampling started (a hung
+    # env step, a stuck simulator) is killed and replaced; the iteration trains on the other runners' rollouts.
+    # 0 = wait forever.
+    sample_timeout_s: float = 0.0
+    # How often a crashed (or timed-out) env runner is restarted in a run before the run fails.
+    max_runner_restarts: int = 1000
+    # Seconds to wait for restarted runners (their model load included) when no runner is left to sample.
+    runner_restore_timeout_s: float = 600.0
     # Ray cluster address ("" = start a local Ray; "auto" or host:port = join a running cluster).
     ray_address: str = ""
     wandb: WandbOptions = field(default_factory=WandbOptions)
@@ -163,6 +186,22 @@ class TrainConfig:
             check_range(name, getattr(self, name), lo, 10**9)
         check_range("env_steps", self.env_steps, 0, 10**12)
         check_range("env_runners", self.env_runners, 0, 10_000)
+        check_range("num_learners", self.num_learners, 0, 10_000)
+        check_range("cpus_per_learner", self.cpus_per_learner, 0, 10_000)
+        check_range("gpus_per_runner", self.gpus_per_runner, 0.0, 1_000.0)
+        check_range("gpus_per_learner", self.gpus_per_learner, 0.0, 1_000.0)
+        if self.gpus_per_learner and not self.num_learners:
+            raise ConfigError(f"gpus_per_learner={self.gpus_per_learner} needs num_learners >= 1 (the driver's "
+                              "learner is CPU-only) — set --num_learners 1")
+        for name, amount in self.runner_resources.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+                raise ConfigError(f"runner_resources.{name}={amount!r}: a resource amount must be a number > 0")
+            if name in ("CPU", "GPU", "memory"):
+                raise ConfigError(f"runner_resources.{name}: use cpus_per_runner / gpus_per_runner for {name}")
+        check_choice("base_dtype", self.base_dtype, ("auto", "float32", "bfloat16"))
+        check_range("sample_timeout_s", self.sample_timeout_s, 0.0, 1e7)
+        check_range("max_runner_restarts", self.max_runner_restarts, 0, 10**9)
+        check_range("runner_restore_timeout_s", self.runner_restore_timeout_s, 1.0, 1e7)
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("clip", self.clip, 1e-6, 10.0)

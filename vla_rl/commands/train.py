@@ -26,7 +26,10 @@ from vla_rl.train_config import TrainConfig
 CONFIG_FILE = "train_config.yaml"
 # Options that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_every", "eval_episodes", "eval_videos",
-                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out", "eval_before")
+                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out", "eval_before",
+                     # where things run, not what they compute
+                     "cpus_per_runner", "gpus_per_runner", "runner_resources", "cpus_per_learner", "gpus_per_learner",
+                     "sample_timeout_s", "max_runner_restarts", "runner_restore_timeout_s")
 
 
 def _check_resumable(cfg: TrainConfig, out: Path) -> None:
@@ -79,6 +82,48 @@ def _sync_fraction(module) -> tuple[int, int]:
     sent = sum(t.numel() * t.element_size() for t in module.get_state(inference_only=True).values())
     full = sum(t.numel() * t.element_size() for t in module.policy.state_dict().values())
     return sent, full
+
+
+def resource_demand(cfg: TrainConfig) -> dict[str, float]:
+    """Ray resources the run's actors ask for: runners (CPU, GPU, custom) and remote learners (CPU, GPU)."""
+    runners, learners = cfg.env_runners, cfg.num_learners
+    need: dict[str, float] = {"CPU": runners * cfg.cpus_per_runner + learners * cfg.cpus_per_learner,
+                              "GPU": runners * cfg.gpus_per_runner + learners * cfg.gpus_per_learner}
+    for name, amount in cfg.runner_resources.items():
+        need[name] = need.get(name, 0.0) + runners * float(amount)
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def check_cluster_fits(cfg: TrainConfig, available: dict[str, float]) -> None:
+    """A one-line error (instead of actors pending forever) when the cluster lacks what the run asks for."""
+    from envs.errors import ConfigError
+
+    for name, amount in resource_demand(cfg).items():
+        have = float(available.get(name, 0.0))
+        if have + 1e-9 < amount:
+            what = {"CPU": "cpus_per_runner / cpus_per_learner", "GPU": "gpus_per_runner / gpus_per_learner"}.get(
+                name, f"runner_resources.{name}")
+            raise ConfigError(f"the Ray cluster has {have:g} {name} in all, the run asks for {amount:g} "
+                              f"(env_runners={cfg.env_runners}, num_learners={cfg.num_learners}, {what}) — "
+                              "lower them or add nodes that offer it")
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Resuming from checkpoint N: the rows the interrupted run wrote after N are redone, so they go."""
+    if not path.is_file():
+        return
+    from vla_rl.atomic_io import atomic_write_text
+
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line).get("iteration", 0) <= iteration
+        except json.JSONDecodeError:  # a row cut by the kill
+            return False
+
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and keep(line)]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def run(cfg: TrainConfig) -> int:
@@ -140,10 +185,6 @@ def run(cfg: TrainConfig) -> int:
             from reward_models.online import PreferenceLoop
 
             pref_state, init_model = PreferenceLoop.load_state(ckpt / "preference")
-    elif replace:
-        clear_output(out, TRAIN_RUN)
-    if not cfg.resume:
-        save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
 
     env_config = {"env_id": env_id, "env_options": dataclasses.asdict(options),
                   "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
@@ -155,9 +196,21 @@ def run(cfg: TrainConfig) -> int:
     if started_ray:
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=True)
-        else:
-            need = max(1, cfg.env_runners) * cfg.cpus_per_runner
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, logging_level="ERROR")
+        else:  # a local Ray: enough logical CPUs for the runners and learners, and the runners' custom resources
+            need = resource_demand(cfg)
+            ray.init(num_cpus=max(os.cpu_count() or 1, int(math.ceil(need.get("CPU", 0)))), include_dashboard=False,
+                     logging_level="ERROR", resources={k: v for k, v in need.items() if k not in ("CPU", "GPU")} or None)
+    try:
+        check_cluster_fits(cfg, ray.cluster_resources())
+    except Exception:
+        if started_ray:
+            ray.shutdown()
+        raise
+    # Everything is checked: now the run directory is (re)written.
+    if not cfg.resume:
+        if replace:
+            clear_output(out, TRAIN_RUN)
+        save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
     algo = build_config(cfg, env_config, module_config(str(Path(cfg.policy).resolve()), cfg)).build_algo()
     iteration, env_steps, wall = 0, 0, 0.0
     if ckpt is not None:
@@ -165,6 +218,9 @@ def run(cfg: TrainConfig) -> int:
         algo.push_weights()
         algo.set_rng_state(saved_state["rng"])
         iteration, env_steps, wall = int(saved_state["iteration"]), int(saved_state["env_steps"]), float(saved_state["wall_s"])
+        faults = saved_state.get("faults", {})
+        algo.runner_restarts, algo.runner_timeouts = int(faults.get("runner_restarts", 0)), int(faults.get("runner_timeouts", 0))
+        _truncate_metrics(out / "metrics.jsonl", iteration)
     labelers = None
     if cfg.reward == "preference":
         from reward_models.labeler_actor import RayLabelers
@@ -192,7 +248,7 @@ def run(cfg: TrainConfig) -> int:
         t_eval = time.perf_counter()
         with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at iteration {at}",
                   unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-            result = evaluate_policy(module.policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed, options=options,
+            result = evaluate_policy(learner_module(algo).policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed, options=options,
                                      videos=cfg.eval_videos, out=out / "eval" / f"{at:06d}" if cfg.eval_videos else None,
                                      progress=eval_bar)
         result.pop("per_episode")
@@ -231,7 +287,8 @@ def run(cfg: TrainConfig) -> int:
                             kl=f"{row.get('kl/ref_per_token', float('nan')):.4f}",
                             sps=f"{row.get('perf/env_steps_per_s', 0):.0f}")
             if iteration % cfg.save_every == 0 or last or iteration == end:
-                save_rl_checkpoint(root, iteration, algo, {"env_steps": env_steps, "wall_s": wall})
+                save_rl_checkpoint(root, iteration, algo, {"env_steps": env_steps, "wall_s": wall, "faults": {
+                    "runner_restarts": algo.runner_restarts, "runner_timeouts": algo.runner_timeouts}})
     finally:
         bar.close()
         if run_wandb is not None:

@@ -86,17 +86,70 @@ class VLAPPO(PPO):
     def _sample_locally(self) -> bool:
         return (self.config.num_env_runners or 0) == 0
 
+    # --- faults: crashed and hung env runners -------------------------------------------------------
+    runner_restarts = 0  # runners brought back (after a crash or a timeout) over the run's lifetime
+    runner_timeouts = 0  # runners killed because their rollouts were later than sample_timeout_s
+
+    def fault_metrics(self) -> dict[str, float]:
+        healthy = (1 if self._sample_locally else
+                   len(self.env_runner_group._worker_manager.healthy_actor_ids()))
+        return {"faults/runner_restarts": float(self.runner_restarts), "faults/runner_timeouts": float(self.runner_timeouts),
+                "faults/healthy_runners": float(healthy)}
+
+    def restore_env_runners(self, env_runner_group) -> list[int]:
+        """RLlib's restore (a restarted runner gets the learner's weights) + a fresh sampling stream for it (a
+        restarted actor re-runs setup(), which would replay its first stream)."""
+        restored = super().restore_env_runners(env_runner_group)
+        if restored and env_runner_group is self.env_runner_group:
+            self.runner_restarts += len(restored)
+            seed, k = int(self.config.seed or 0), self.runner_restarts
+            env_runner_group.foreach_env_runner(
+                lambda r: r.module.generator.manual_seed(seed * 7919 + int(r.worker_index) + 100_003 * k),
+                local_env_runner=False, remote_worker_ids=restored)
+        return restored
+
+    def _sample(self, n: int) -> list:
+        """(runner index, episodes, metrics) of every runner that returned within sample_timeout_s.
+
+        A runner that crashed is restarted by Ray (max_restarts) and restored by RLlib before a later sample; one that
+        timed out (a hung env step) is killed here so that Ray replaces it. When no runner returned anything, wait
+        for the restarts (up to runner_restore_timeout_s) and sample again: every iteration trains on a batch."""
+        timeout = float(self.config.sample_timeout_s or 0) or None
+        deadline = time.monotonic() + float(self.config.learner_config_dict.get("runner_restore_timeout_s", 600))
+        manager = self.env_runner_group._worker_manager
+        while True:
+            asked = [] if self._sample_locally else manager.healthy_actor_ids()
+            results = []
+            if self._sample_locally or asked:
+                results = self.env_runner_group.foreach_env_runner(
+                    lambda r: (int(r.worker_index), r.sample(num_timesteps=n, force_reset=True, explore=True),
+                               r.get_metrics()),
+                    local_env_runner=self._sample_locally, timeout_seconds=timeout)
+            late = [i for i in set(asked) - {i for i, _, _ in results} if manager.is_actor_healthy(i)]
+            for i in late:  # still healthy = still busy: hung. Kill it; Ray restarts it (RLlib restores it later).
+                import ray
+
+                ray.kill(manager._actors[i], no_restart=False)
+                manager.set_actor_state(i, healthy=False)
+                self.runner_timeouts += 1
+            if results or self._sample_locally:
+                return results
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no env runner returned rollouts and none came back within "
+                                   f"runner_restore_timeout_s={self.config.learner_config_dict.get('runner_restore_timeout_s')}"
+                                   " — see the runners' errors above (ray logs) or raise the timeout")
+            time.sleep(1.0)
+            self.restore_env_runners(self.env_runner_group)
+
     def training_step(self) -> None:
         cfg = self.config.learner_config_dict
-        n = int(cfg["rollout_length"]) * int(self.config.num_envs_per_env_runner)
         t0 = time.perf_counter()
-        results = self.env_runner_group.foreach_env_runner(
-            lambda r: (r.sample(num_timesteps=n, force_reset=True, explore=True), r.get_metrics()),
-            local_env_runner=self._sample_locally, timeout_seconds=self.config.sample_timeout_s)
-        episodes = [e for eps, _ in results for e in eps]
+        results = self._sample(int(cfg["rollout_length"]) * int(self.config.num_envs_per_env_runner))
+        episodes = [e for _, eps, _ in results for e in eps]
+        self.metrics.log_dict(self.fault_metrics(), key="vla", window=1)
         if not episodes:
             return
-        self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
+        self.metrics.aggregate([m for _, _, m in results], key=ENV_RUNNER_RESULTS)
         t1 = time.perf_counter()
         t_sample = t1 - t0
         stats = episode_stats(episodes)
@@ -151,6 +204,23 @@ class VLAPPO(PPO):
         torch.set_rng_state(torch.tensor(state["driver_torch"], dtype=torch.uint8))
         np.random.set_state(("MT19937", np.array(state["driver_numpy"], dtype=np.uint32), state["driver_numpy_pos"]))
 
+    _driver_module = None  # with remote learners: a copy of the learner's module in the driver (eval, checkpoints)
+
+    def policy_module(self):
+        """The learner's RLModule with its current weights: the learner's own when it runs in the driver
+        (num_learners=0), else a driver-side copy refreshed from learner 0 (LoRA + value head only)."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        if self.learner_group._learner is not None:
+            return self.learner_group._learner.module[DEFAULT_MODULE_ID]
+        if self._driver_module is None:
+            cfg = dict(self.config.rl_module_spec.model_config)
+            cfg["base_dtype"] = "float32" if cfg.get("base_dtype") == "auto" else cfg.get("base_dtype", "float32")
+            self._driver_module = VLARLModule(model_config=cfg)
+        state = self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"]
+        self._driver_module.set_state(state[DEFAULT_MODULE_ID])
+        return self._driver_module
+
     def push_weights(self) -> None:
         """Force the learner's weights onto every runner (after a restore, the runners' seq-no would refuse them)."""
         state = self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"]
@@ -161,36 +231,46 @@ class VLAPPO(PPO):
 def module_config(policy_dir: str, cfg) -> dict[str, Any]:
     return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
-            "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach}
+            "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach,
+            "base_dtype": cfg.base_dtype}
 
 
 def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:
     """The PPOConfig of a TrainConfig (`cfg`): env runners, the VLA module, the VLA learner."""
     runners = int(cfg.env_runners)
     batch = max(1, runners) * cfg.envs_per_runner * cfg.rollout_length
+    batch_per_learner = max(1, batch // max(1, cfg.num_learners))
     reward_model = cfg.reward_model if cfg.reward == "model" else ""
-    from ray.tune.registry import register_env
+    from ray.tune import registry
 
-    register_env(ENV_NAME, make_rl_env)
+    # Tune's registry keys entries by the job id it saw first: a second connection from this process (another
+    # run against the same cluster) would register under the old job and runners would not find the env.
+    registry._global_registry._prefix = None
+    registry.register_env(ENV_NAME, make_rl_env)
     config = (
         PPOConfig()
         .environment(env=ENV_NAME, env_config=env_config, disable_env_checking=True)
-        .framework("torch")
+        # Several learners: DDP over the trainable tensors; find_unused_parameters because some steps leave LoRA
+        # without a gradient (critic warm-up with a detached value head).
+        .framework("torch", torch_ddp_kwargs={"find_unused_parameters": True})
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=cfg.envs_per_runner,
-                     num_cpus_per_env_runner=cfg.cpus_per_runner, rollout_fragment_length=cfg.rollout_length,
-                     create_local_env_runner=runners == 0, sample_timeout_s=None,
-                     gym_env_vectorize_mode="sync")
+                     num_cpus_per_env_runner=cfg.cpus_per_runner, num_gpus_per_env_runner=cfg.gpus_per_runner,
+                     custom_resources_per_env_runner=dict(cfg.runner_resources),
+                     rollout_fragment_length=cfg.rollout_length, create_local_env_runner=runners == 0,
+                     sample_timeout_s=cfg.sample_timeout_s or None, gym_env_vectorize_mode="sync")
+        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=cfg.max_runner_restarts)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=VLARLModule, model_config=model_config))
-        .learners(num_learners=0)
+        .learners(num_learners=cfg.num_learners, num_cpus_per_learner=cfg.cpus_per_learner if cfg.num_learners else 1,
+                  num_gpus_per_learner=cfg.gpus_per_learner)
         .training(lr=cfg.lr, gamma=cfg.gamma, lambda_=cfg.gae_lambda, clip_param=cfg.clip, use_kl_loss=False,
-                  train_batch_size_per_learner=batch, minibatch_size=cfg.minibatch_size, num_epochs=cfg.epochs,
+                  train_batch_size_per_learner=batch_per_learner, minibatch_size=cfg.minibatch_size, num_epochs=cfg.epochs,
                   grad_clip=cfg.grad_clip or None, grad_clip_by="global_norm",
                   learner_class=VLAPPOLearner,
                   learner_config_dict={
                       "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
                       "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "preference": cfg.reward == "preference",
-                      "rollout_length": cfg.rollout_length})
+                      "rollout_length": cfg.rollout_length, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )

@@ -28,10 +28,9 @@ __all__ = ["STATE_FILE", "latest", "load_train_state", "save_rl_checkpoint"]
 
 
 def learner_module(algo):
-    """The learner's RLModule (num_learners=0: it lives in the driver; `algo.get_module()` is a runner's)."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
-    return algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+    """The learner's RLModule with its current weights (`algo.get_module()` is a runner's): the learner's own with
+    num_learners=0, a driver-side copy refreshed from learner 0 with remote learners."""
+    return algo.policy_module()
 
 
 def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, Any]) -> Path:

@@ -21,6 +21,7 @@ alone for inference-only runner modules) — and `set_state` refuses unknown or 
     lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
     temperature        sampling temperature of exploration (and of the training log-probs)
     value_detach       the value head reads detached features (the value loss does not train LoRA)
+    base_dtype         "float32", "bfloat16" or "auto" (bfloat16 in an actor holding a GPU): the frozen base only
     seed               seed of the sampling generator
 """
 
@@ -66,7 +67,35 @@ def build_policy_from_config(cfg: dict[str, Any]):
                         include_vision=bool(cfg.get("lora_vision", False)))
     policy.value_head.requires_grad_(True)
     policy.detach_value_features = bool(cfg.get("value_detach", False))
+    dtype = resolve_base_dtype(str(cfg.get("base_dtype", "float32")))
+    if dtype != policy.spec.dtype:
+        cast_frozen_base(policy, dtype)
     return policy.eval()
+
+
+def resolve_base_dtype(name: str) -> str:
+    """"auto": bfloat16 in a Ray actor that holds a GPU (its frozen base then runs in bf16 on it), else float32."""
+    if name != "auto":
+        return name
+    import ray
+
+    return "bfloat16" if ray.is_initialized() and ray.get_gpu_ids() else "float32"
+
+
+def cast_frozen_base(policy, dtype: str) -> None:
+    """Frozen base weights (and the state projection) in `dtype`; LoRA and the value head stay float32, so the
+    optimizer state and the weight sync are float32 (RLlib's numpy conversion refuses bfloat16). Inputs follow
+    `spec.dtype`; logits and values are computed in float32 either way."""
+    from vla_rl.policy.vla_policy import DTYPES
+
+    policy.spec.dtype = dtype
+    policy.model.to(DTYPES[dtype])
+    if policy.state_proj is not None:
+        policy.state_proj.to(DTYPES[dtype])
+    for name, p in policy.model.named_parameters():
+        if p.requires_grad:  # LoRA
+            p.data = p.data.float()
+    policy.value_head.float()
 
 
 class VLARLModule(TorchRLModule, ValueFunctionAPI):
