@@ -19,3 +19,32 @@ def build_tiny_policy(path: Path) -> Path:
     policy.spec.train_env, policy.spec.train_env_options = ENV, {"image_size": 64}
     policy.save_pretrained(path)
     return path
+
+
+# The small run's options as TrainConfig fields (the RUN flags above), for algorithms built in-process.
+SMALL = {"envs_per_runner": 4, "rollout_length": 30, "minibatch_size": 60, "epochs": 1, "lora_r": 4, "lora_alpha": 8}
+
+
+def build_algo(policy_dir: Path, **options):
+    """VLAPPO for the tiny policy on ENV, built in-process (Ray must be initialised): SMALL options + `options`."""
+    from vla_rl.policy import VLAPolicy
+    from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.train_config import TrainConfig
+
+    cfg = TrainConfig(policy=str(policy_dir), **{**SMALL, **options})
+    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "chunk_size": 1, "reward": "shaped", "seed": 0,
+                  "action_tokenizer": VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict()}
+    return build_config(cfg, env_config, module_config(str(policy_dir), cfg)).build_algo()
+
+
+def assert_runner_has_learner_weights(algo) -> dict:
+    """The (first) runner holds exactly the learner's LoRA tensors, and that is all a sync sends; returns them."""
+    import torch
+
+    sent = algo.policy_module().get_state(inference_only=True)
+    got = algo.env_runner_group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True),
+                                                  local_env_runner=False)[0]
+    assert sent and set(got) == set(sent)
+    for k, v in sent.items():
+        assert torch.equal(torch.as_tensor(got[k]), v), k
+    return sent

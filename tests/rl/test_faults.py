@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_setup import ENV, RUN
+from rl_setup import RUN, assert_runner_has_learner_weights, build_algo
 
 from vla_rl.cli import main
 
@@ -25,18 +25,9 @@ from vla_rl.cli import main
 def algo(tiny_policy):
     import ray
 
-    from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
-    from vla_rl.train_config import TrainConfig
-
     torch.set_num_threads(1)
-    cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=60, epochs=1,
-                      lora_r=4, lora_alpha=8, lr=1e-3, sample_timeout_s=20.0, runner_restore_timeout_s=120.0)
-    at = VLAPolicy.from_pretrained(tiny_policy).action_tokenizer
-    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                  "chunk_size": 1, "reward": "shaped", "seed": 0}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    algorithm = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+    algorithm = build_algo(tiny_policy, lr=1e-3, sample_timeout_s=20.0, runner_restore_timeout_s=120.0)
     yield algorithm
     algorithm.stop()
     ray.shutdown()
@@ -44,15 +35,6 @@ def algo(tiny_policy):
 
 def _runner_pid(algo) -> int:
     return algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)[0]
-
-
-def _runner_has_learner_weights(algo) -> None:
-    sent = algo.policy_module().get_state(inference_only=True)
-    got = algo.env_runner_group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True),
-                                                  local_env_runner=False)[0]
-    assert set(got) == set(sent)
-    for k, v in sent.items():
-        assert torch.equal(torch.as_tensor(got[k]), v), k
 
 
 def test_a_runner_killed_mid_sampling_is_restarted_and_the_iteration_still_trains(algo):
@@ -73,7 +55,7 @@ def test_a_runner_killed_mid_sampling_is_restarted_and_the_iteration_still_train
     assert row["rollout/env_steps"] == 4 * 30  # the batch came from the restarted runner
     assert any(not torch.equal(v, before[k]) for k, v in module.get_state().items())  # and was trained on
     assert _runner_pid(algo) != pid
-    _runner_has_learner_weights(algo)  # the restored runner samples with the learner's adapters
+    assert_runner_has_learner_weights(algo)  # the restored runner samples with the learner's adapters
 
 
 def test_a_hung_env_step_is_bounded_by_the_timeout_and_its_runner_replaced(algo):
@@ -89,7 +71,7 @@ def test_a_hung_env_step_is_bounded_by_the_timeout_and_its_runner_replaced(algo)
     assert row["faults/runner_timeouts"] == timeouts + 1 and row["faults/runner_restarts"] >= restarts + 1
     assert row["rollout/env_steps"] == 4 * 30
     assert _runner_pid(algo) != pid
-    _runner_has_learner_weights(algo)
+    assert_runner_has_learner_weights(algo)
 
 
 def _rows(path: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from chat_server import Server
-from rl_setup import RUN
+from rl_setup import RUN, build_algo
 
 from reward_models.pairs import PairDataset
 from vla_rl.cli import main
@@ -78,19 +78,10 @@ def pref_algo(tiny_policy, tmp_path):
     from reward_models.config import PreferenceOptions
     from reward_models.labeler_actor import RayLabelers
     from reward_models.online import PreferenceLoop
-    from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
-    from vla_rl.train_config import TrainConfig
-
     torch.set_num_threads(1)
     opts = PreferenceOptions(queries_per_round=8, max_queries=80, ensemble_size=1, epochs=2, patience=2)
-    cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=60, epochs=1,
-                      lora_r=4, lora_alpha=8, reward="preference", preference=opts)
-    at = VLAPolicy.from_pretrained(tiny_policy).action_tokenizer
-    env_config = {"env_id": "tabletop/touch-color", "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                  "chunk_size": 1, "reward": "shaped", "seed": 0}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    algo = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+    algo = build_algo(tiny_policy, reward="preference", preference=opts)
     labelers = RayLabelers(opts, tmp_path / "cache")
     algo.attach_preference(PreferenceLoop(opts, tmp_path / "pairs", 0, labelers))
     yield algo, labelers

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from obs_samples import make_obs
-from rl_setup import ENV, RUN
+from rl_setup import RUN, build_algo
 
 from vla_rl.cli import main
 
@@ -17,18 +17,9 @@ def test_two_learners_end_an_update_with_identical_adapters(tiny_policy):
     import ray
     from ray.rllib.core import DEFAULT_MODULE_ID
 
-    from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
-    from vla_rl.train_config import TrainConfig
-
-    cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=30, epochs=1,
-                      lora_r=4, lora_alpha=8, lr=1e-3, num_learners=2, cpus_per_learner=1)
-    at = VLAPolicy.from_pretrained(tiny_policy).action_tokenizer
-    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                  "chunk_size": 1, "reward": "shaped", "seed": 0}
     ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
     try:
-        algo = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+        algo = build_algo(tiny_policy, minibatch_size=30, lr=1e-3, num_learners=2, cpus_per_learner=1)
         try:
             def state(learner):
                 return {k: v.clone() for k, v in learner.module[DEFAULT_MODULE_ID].unwrapped().get_state().items()}
@@ -62,17 +53,10 @@ def test_two_node_cluster_through_ray_address_with_runners_on_the_sim_node(tiny_
         assert main([*args, "--runner_resources", "{sim: 1}"]) == 0
         assert (out / "checkpoints/last/train_state.json").is_file()
         # Where the runner ran: the same config built in-process against the cluster.
-        from vla_rl.policy import VLAPolicy
-        from vla_rl.rl.algorithm import build_config, module_config
-        from vla_rl.train_config import TrainConfig
-
-        cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=2, rollout_length=4, minibatch_size=8,
-                          runner_resources={"sim": 1})
-        env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "chunk_size": 1, "reward": "shaped",
-                      "seed": 0, "action_tokenizer": VLAPolicy.from_pretrained(tiny_policy).action_tokenizer.to_dict()}
         ray.init(address=cluster.address, logging_level="ERROR")
         try:
-            algo = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+            algo = build_algo(tiny_policy, envs_per_runner=2, rollout_length=4, minibatch_size=8,
+                              runner_resources={"sim": 1})
             nodes = algo.env_runner_group.foreach_env_runner(lambda r: ray.get_runtime_context().get_node_id(),
                                                              local_env_runner=False)
             algo.stop()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from obs_samples import make_obs
-from rl_setup import ENV, RUN
+from rl_setup import ENV, RUN, assert_runner_has_learner_weights, build_algo
 
 from vla_rl.cli import main
 
@@ -21,18 +21,9 @@ from vla_rl.cli import main
 def algo(tiny_policy):
     import ray
 
-    from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
-    from vla_rl.train_config import TrainConfig
-
     torch.set_num_threads(1)
-    cfg = TrainConfig(policy=str(tiny_policy), envs_per_runner=4, rollout_length=30, minibatch_size=60, epochs=1,
-                      lora_r=4, lora_alpha=8, lr=1e-3)
-    at = VLAPolicy.from_pretrained(tiny_policy).action_tokenizer
-    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                  "chunk_size": 1, "reward": "shaped", "seed": 0}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    algorithm = build_config(cfg, env_config, module_config(str(tiny_policy), cfg)).build_algo()
+    algorithm = build_algo(tiny_policy, lr=1e-3)
     yield algorithm
     algorithm.stop()
     ray.shutdown()
@@ -71,13 +62,8 @@ def test_one_update_changes_only_lora_and_value_head_and_runners_follow(algo):
     assert float(exact_kl(new_logp, ref_logp).mean()) > 0  # the update moved the policy off the reference
 
     # The runners hold exactly the learner's LoRA tensors, and that is all that was sent.
-    sent = module.get_state(inference_only=True)
-    assert sent and all("lora_" in k for k in sent)
-    runner_state = algo.env_runner_group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True),
-                                                           local_env_runner=False)[0]
-    assert set(runner_state) == set(sent)
-    for k, v in sent.items():
-        assert torch.equal(torch.as_tensor(runner_state[k]), v), k
+    sent = assert_runner_has_learner_weights(algo)
+    assert all("lora_" in k for k in sent)
 
 
 def test_critic_warmup_trains_the_value_head_and_keeps_the_policy_still(algo):
