@@ -187,16 +187,23 @@ class VLAPPO(PPO):
 
     # --- exact resume: RNG states of the driver and every runner ------------------------------------
     def rng_state(self) -> dict[str, Any]:
-        runners = self.env_runner_group.foreach_env_runner(_runner_rng_state, local_env_runner=self._sample_locally)
-        return {"runners": runners, "driver_torch": torch.get_rng_state().tolist(),
+        """RNG states of the driver and of every runner by index (None for a runner that is down right now: it
+        restarts with a fresh stream after a resume too)."""
+        self.restore_env_runners(self.env_runner_group)
+        got = dict(self.env_runner_group.foreach_env_runner(lambda r: (int(r.worker_index), _runner_rng_state(r)),
+                                                            local_env_runner=self._sample_locally))
+        indices = [0] if self._sample_locally else list(range(1, int(self.config.num_env_runners) + 1))
+        return {"runners": [got.get(i) for i in indices], "driver_torch": torch.get_rng_state().tolist(),
                 "driver_numpy": [int(x) for x in np.random.get_state()[1]], "driver_numpy_pos": int(np.random.get_state()[2])}
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         runners = state["runners"]
-        count = len(self.env_runner_group.foreach_env_runner(lambda r: 0, local_env_runner=self._sample_locally))
+        count = 1 if self._sample_locally else int(self.config.num_env_runners)
         if count != len(runners):
             raise ValueError(f"the checkpoint holds RNG states of {len(runners)} env runners, this run has {count}")
         for i, s in enumerate(runners):
+            if s is None:
+                continue
             index = i + (0 if self._sample_locally else 1)
             self.env_runner_group.foreach_env_runner(
                 lambda r, s=s: _set_runner_rng_state(r, s), local_env_runner=self._sample_locally,
