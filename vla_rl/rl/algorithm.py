@@ -114,6 +114,8 @@ class VLAPPO(PPO):
         A runner that crashed is restarted by Ray (max_restarts) and restored by RLlib before a later sample; one that
         timed out (a hung env step) is killed here so that Ray replaces it. When no runner returned anything, wait
         for the restarts (up to runner_restore_timeout_s) and sample again: every iteration trains on a batch."""
+        import ray
+
         timeout = float(self.config.sample_timeout_s or 0) or None
         deadline = time.monotonic() + float(self.config.learner_config_dict.get("runner_restore_timeout_s", 600))
         manager = self.env_runner_group._worker_manager
@@ -127,8 +129,6 @@ class VLAPPO(PPO):
                     local_env_runner=self._sample_locally, timeout_seconds=timeout)
             late = [i for i in set(asked) - {i for i, _, _ in results} if manager.is_actor_healthy(i)]
             for i in late:  # still healthy = still busy: hung. Kill it; Ray restarts it (RLlib restores it later).
-                import ray
-
                 ray.kill(manager._actors[i], no_restart=False)
                 manager.set_actor_state(i, healthy=False)
                 self.runner_timeouts += 1
@@ -224,14 +224,19 @@ class VLAPPO(PPO):
             cfg = dict(self.config.rl_module_spec.model_config)
             cfg["base_dtype"] = "float32" if cfg.get("base_dtype") == "auto" else cfg.get("base_dtype", "float32")
             self._driver_module = VLARLModule(model_config=cfg)
-        state = self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"]
-        self._driver_module.set_state(state[DEFAULT_MODULE_ID])
+        self._driver_module.set_state(self._learner_module_state())
         return self._driver_module
+
+    def _learner_module_state(self) -> dict:
+        """Learner 0's trainable tensors (LoRA + value head)."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        return self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"][DEFAULT_MODULE_ID]
 
     def push_weights(self) -> None:
         """Force the learner's weights onto every runner (after a restore, the runners' seq-no would refuse them)."""
-        state = self.learner_group.get_state(components="learner/rl_module")["learner"]["rl_module"]
-        self.env_runner_group.foreach_env_runner(lambda r: r.module.set_state(state["default_policy"]),
+        state = self._learner_module_state()
+        self.env_runner_group.foreach_env_runner(lambda r: r.module.set_state(state),
                                                  local_env_runner=self._sample_locally)
 
 
