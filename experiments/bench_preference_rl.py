@@ -23,7 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.bench_rl import machine  # noqa: E402
-from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary  # noqa: E402
+from vla_rl.run_summary import (  # noqa: E402
+    evaluations,
+    parse_run_spec,
+    read_rows,
+    seed_summary,
+    start_success,
+)
 
 
 def preference_stats(rows: list[dict]) -> dict:
@@ -61,7 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", nargs="+", required=True, help="ground-truth-reward runs, GROUP=DIR")
     ap.add_argument("--pref", nargs="+", required=True, help="preference-reward runs, GROUP=DIR (e.g. oracle=..., mistake=...)")
-    ap.add_argument("--before", type=float, required=True, help="greedy success of the starting policy")
+    ap.add_argument("--before", type=float, default=None,
+                    help="greedy success of the starting policy (default: the runs' own iteration-0 evaluation, "
+                         "written with eval_before; they must agree)")
     args = ap.parse_args()
 
     runs, pref_runs = [], []
@@ -74,6 +82,11 @@ def main() -> None:
                 entry["preference"] = preference_stats(rows)
                 pref_runs.append(entry)
             runs.append(entry)
+    if args.before is None:
+        try:
+            args.before = start_success(runs)
+        except ValueError as e:
+            raise SystemExit(f"--before: {e}") from None
     groups = seed_summary(runs, args.before)
     gt_groups = {r["group"] for r in runs if r["kind"] == "gt"}
     if len(gt_groups) != 1:

@@ -2,7 +2,15 @@
 
 import json
 
-from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary
+import pytest
+
+from vla_rl.run_summary import (
+    evaluations,
+    parse_run_spec,
+    read_rows,
+    seed_summary,
+    start_success,
+)
 
 
 def _run(tmp_path, name, successes):
@@ -23,3 +31,15 @@ def test_seed_summary_pools_seeds_per_group_and_iteration(tmp_path):
     out = seed_summary(runs, before=0.3)
     assert out["C"]["10"] == {"seeds": 2, "mean": 0.5, "min": 0.4, "max": 0.6, "std": 0.1414, "mean_gain_points": 20.0}
     assert out["s0"]["10"]["seeds"] == 1 and out["s0"]["10"]["std"] is None
+
+
+def test_start_success_is_the_runs_common_iteration_0_evaluation(tmp_path):
+    runs = [{"run": str(r), "evals": evaluations(read_rows(r))} for r in
+            (_run(tmp_path, "a", [(0, 0.3), (10, 0.6)]), _run(tmp_path, "b", [(0, 0.3), (10, 0.4)]))]
+    assert start_success(runs) == 0.3
+    late = _run(tmp_path, "c", [(10, 0.5)])  # no --eval_before: no starting value
+    with pytest.raises(ValueError, match="runs without one"):
+        start_success(runs + [{"run": str(late), "evals": evaluations(read_rows(late))}])
+    other = _run(tmp_path, "d", [(0, 0.2)])  # a different start: not comparable
+    with pytest.raises(ValueError, match=r"values \[0.2, 0.3\]"):
+        start_success(runs + [{"run": str(other), "evals": evaluations(read_rows(other))}])

@@ -39,6 +39,17 @@ def seed_summary(runs: list[dict], before: float | None) -> dict:
     return out
 
 
+def start_success(runs: list[dict]) -> float:
+    """The starting policy's greedy success from the runs' iteration-0 evaluations (written with eval_before). Every
+    run starts from the same policy on the same evaluation seeds, so they must agree; ValueError otherwise."""
+    befores = {e["success"] for r in runs for e in r["evals"] if e["iteration"] == 0}
+    missing = [str(r.get("run", r.get("group"))) for r in runs if not any(e["iteration"] == 0 for e in r["evals"])]
+    if missing or len(befores) != 1:
+        raise ValueError(f"the runs' iteration-0 evaluations give no single value (values {sorted(befores)}, runs "
+                         f"without one {missing}): pass the starting policy's success")
+    return befores.pop()
+
+
 def parse_run_spec(spec: str) -> tuple[str, Path]:
     """GROUP=DIR (or DIR: the group is the directory's name)."""
     group, _, run = spec.rpartition("=")
