@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.bench_rl import machine  # noqa: E402
 from vla_rl.run_summary import (  # noqa: E402
     evaluations,
+    gain_ratio,
     parse_run_spec,
     read_rows,
     seed_summary,
@@ -96,8 +97,8 @@ def main() -> None:
     for name in sorted({r["group"] for r in pref_runs}):
         ratios[name] = {}
         for it, row in groups.get(name, {}).items():
-            if it in gt and it != "0" and gt[it]["mean"] != args.before:
-                ratios[name][it] = round((row["mean"] - args.before) / (gt[it]["mean"] - args.before), 3)
+            if it in gt and it != "0":
+                ratios[name][it] = gain_ratio(row["mean"], gt[it]["mean"], args.before)
     result = {"benchmark": "preference_rl", "machine": machine(), "command": " ".join(sys.argv), "before": args.before,
               "groups": groups, "gain_ratio_vs_ground_truth": ratios, "runs": runs}
     print(json.dumps(result, indent=1))

@@ -6,6 +6,7 @@ import pytest
 
 from vla_rl.run_summary import (
     evaluations,
+    gain_ratio,
     parse_run_spec,
     read_rows,
     seed_summary,
@@ -43,3 +44,10 @@ def test_start_success_is_the_runs_common_iteration_0_evaluation(tmp_path):
     other = _run(tmp_path, "d", [(0, 0.2)])  # a different start: not comparable
     with pytest.raises(ValueError, match=r"values \[0.2, 0.3\]"):
         start_success(runs + [{"run": str(other), "evals": evaluations(read_rows(other))}])
+
+
+def test_gain_ratio_only_against_a_reference_that_gained():
+    assert gain_ratio(0.49, 0.48, 0.30) == round(0.19 / 0.18, 3)
+    assert gain_ratio(0.20, 0.50, 0.30) == -0.5  # the preference run lost what the reference gained
+    assert gain_ratio(0.0, 0.0, 0.12) is None  # both lost 12 points: not "a ratio of 1"
+    assert gain_ratio(0.4, 0.3, 0.3) is None

@@ -39,6 +39,14 @@ def seed_summary(runs: list[dict], before: float | None) -> dict:
     return out
 
 
+def gain_ratio(success: float, reference_success: float, before: float) -> float | None:
+    """(success − before) ÷ (reference_success − before): the share of the reference's gain reached. None when the
+    reference did not gain (a ratio of two losses, or of anything to zero, says nothing)."""
+    if reference_success <= before:
+        return None
+    return round((success - before) / (reference_success - before), 3)
+
+
 def start_success(runs: list[dict]) -> float:
     """The starting policy's greedy success from the runs' iteration-0 evaluations (written with eval_before). Every
     run starts from the same policy on the same evaluation seeds, so they must agree; ValueError otherwise."""
