@@ -120,6 +120,7 @@ CASES = [
     (["train"], "--policy {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a train run"),
     (["train"], "--policy {r}/" + P + " --wandb.mode loud --out {w}/t", "wandb.mode='loud'"),
     (["train"], "--policy {r}/" + P + " --critic_warmup -1 --out {w}/t", "critic_warmup=-1 is out of range"),
+    (["train"], "--policy {r}/" + P + " --group_size 3 --out {w}/t", "group_size=3 does not divide envs_per_runner=8"),
     (["train"], "--policy {r}/" + P + " --ray_address 127.0.0.1:1 --out {w}/t", "cannot reach the Ray head at '127.0.0.1:1'"),
     (["train"], "--policy {r}/" + P + ' --runner_resources {{"sim":-1}} --out {w}/t', "runner_resources.sim=-1.0"),
     (["train"], "--policy {r}/" + P + " --gpus_per_learner 1 --out {w}/t", "gpus_per_learner=1.0 needs num_learners >= 1"),

@@ -70,6 +70,11 @@ class TrainConfig:
     gamma: float = 0.99
     # GAE λ (0.95: CleanRL / RL4VLA; 1 = Monte-Carlo advantages, no bias from a fresh value head).
     gae_lambda: float = 0.95
+    # Group-relative advantages (GRPO; SimpleVLA-RL and RLinf for VLAs): each runner starts its envs in groups of
+    # this many from one initial state per iteration, and a decision's advantage is its episode's return minus its
+    # group's mean return (scaled by the batch std) instead of GAE's. Episodes cut at the rollout boundary weigh 0,
+    # so rollout_length should cover an episode. Must divide envs_per_runner. 1 = GAE with the value head.
+    group_size: int = 1
     # PPO clip ε of the probability ratio.
     clip: float = 0.2
     # KL-to-reference coefficient β (nats per decision, summed over its K·D tokens); 0 = no KL penalty.
@@ -222,6 +227,10 @@ class TrainConfig:
         check_range("eval_seed", self.eval_seed, 0, 2**31 - 1)
         check_range("seed", self.seed, 0, 2**31 - 1)
         check_range("stop_after", self.stop_after, 0, 10**9)
+        check_range("group_size", self.group_size, 1, self.envs_per_runner)
+        if self.envs_per_runner % self.group_size:
+            raise ConfigError(f"group_size={self.group_size} does not divide envs_per_runner={self.envs_per_runner}: "
+                              "each runner's envs split into whole groups — pick a divisor")
         batch = max(1, self.env_runners) * self.envs_per_runner * self.rollout_length
         if self.minibatch_size > batch:
             raise ConfigError(f"minibatch_size={self.minibatch_size} exceeds the batch of {batch} decisions per "

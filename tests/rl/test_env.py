@@ -11,9 +11,11 @@ from envs import EnvOptions, ScriptedExpert
 from envs.errors import ActionError
 from vla_rl.policy import ActionTokenizer
 from vla_rl.rl.env import (
+    GROUP_SEED,
     REWARD_MAX,
     RLRewardWrapper,
     build_rl_env,
+    queue_group_seeds,
     seed_states,
     set_seed_states,
 )
@@ -105,4 +107,26 @@ def test_episode_seeds_come_from_the_env_and_restore_exactly():
     assert not np.array_equal(first, second) and not np.array_equal(second[0], second[1])
     set_seed_states(vec, saved)
     np.testing.assert_array_equal(vec.reset(seed=999)[0]["state"], second)
+    vec.close()
+
+
+def test_grouped_envs_start_from_one_state_per_group_and_replay_after_a_restore():
+    tok = ActionTokenizer((-1.0, -1.0), (1.0, 1.0))
+    make = lambda seed: build_rl_env("tabletop/touch-color", EnvOptions(image_size=32), tok, 1, "shaped", seed)  # noqa: E731
+    vec = gym.vector.SyncVectorEnv([lambda s=s: make(s) for s in range(4)])
+    saved = seed_states(vec)
+    queue_group_seeds(vec, 2)
+    obs, info = vec.reset()
+    state, seeds = obs["state"], info[GROUP_SEED]
+    np.testing.assert_array_equal(state[0], state[1])
+    np.testing.assert_array_equal(state[2], state[3])
+    assert not np.array_equal(state[0], state[2])
+    assert seeds[0] == seeds[1] != seeds[2] == seeds[3] and min(seeds) >= 0
+    again = vec.reset()  # not queued: each env's own stream, outside any group
+    assert list(again[1][GROUP_SEED]) == [-1] * 4 and not np.array_equal(again[0]["state"][0], again[0]["state"][1])
+    set_seed_states(vec, saved)  # a resume replays the same groups
+    queue_group_seeds(vec, 2)
+    np.testing.assert_array_equal(vec.reset()[0]["state"], state)
+    with pytest.raises(ValueError, match="groups of 3"):
+        queue_group_seeds(vec, 3)
     vec.close()

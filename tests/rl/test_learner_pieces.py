@@ -4,7 +4,12 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from vla_rl.rl.learner import ENV_REWARDS, RewardModelRelabel
+from vla_rl.rl.learner import (
+    ENV_REWARDS,
+    EpisodeOutcomes,
+    GroupAdvantages,
+    RewardModelRelabel,
+)
 
 
 class _ScoreIsFirstPixel:
@@ -45,3 +50,31 @@ def test_bootstrap_rows_keep_zero_reward_even_when_their_frame_scores_high():
     _, out = _relabel([1, 0], [7.0, 9.0])
     assert torch.allclose(out[Columns.REWARDS], torch.tensor([0.2, 0.0]))
     assert out[ENV_REWARDS].tolist() == [7.0, 9.0]
+
+
+def _episode(rewards, group_seed, done):
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    n = len(rewards)
+    return SingleAgentEpisode(observations=[np.zeros(1, np.float32)] * (n + 1), actions=[0] * n, rewards=list(rewards),
+                              infos=[{"group_seed": group_seed}] + [{}] * n, terminated=done, len_lookback_buffer=0)
+
+
+def test_group_advantages_replace_gae_per_episode_from_the_batch_rewards():
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+    from ray.rllib.utils.postprocessing.episodes import (
+        add_one_ts_to_episodes_and_truncate,
+    )
+
+    # Two episodes of group 7 (returns 2 and 0), one alone in group 9, one cut at the rollout boundary.
+    episodes = [_episode([1.0, 1.0], 7, True), _episode([0.0, 0.0, 0.0], 7, True), _episode([5.0], 9, True),
+                _episode([4.0, 4.0], -1, False)]
+    shared = {}
+    EpisodeOutcomes()(rl_module=None, batch={}, episodes=episodes, shared_data=shared)
+    add_one_ts_to_episodes_and_truncate(episodes)  # what the PPO pipeline does next: one bootstrap row per chunk
+    rows = [3, 4, 2, 3]
+    rewards = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 4.0, 4.0, 0.0])
+    batch = {"default_policy": {Columns.REWARDS: rewards, Postprocessing.ADVANTAGES: torch.full((12,), 9.0)}}
+    out = GroupAdvantages()(rl_module=None, batch=batch, episodes=episodes, shared_data=shared)
+    expected = torch.tensor([1.0] * rows[0] + [-1.0] * rows[1] + [0.0] * rows[2] + [0.0] * rows[3])
+    assert torch.equal(out["default_policy"][Postprocessing.ADVANTAGES], expected)

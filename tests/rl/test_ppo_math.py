@@ -13,6 +13,7 @@ from vla_rl.rl.ppo_math import (
     exact_kl,
     explained_variance,
     gae,
+    group_advantages,
     kl_k1,
     kl_k3,
     masked_mean,
@@ -131,3 +132,15 @@ def test_kl_controller_fixed_and_adaptive():
     assert adaptive.state_dict() == {"beta": pytest.approx(0.098), "target": 0.01, "horizon": 10_000}
     with pytest.raises(ValueError, match="beta"):
         KLController(beta=-0.1)
+
+
+def test_group_advantages_centre_on_the_group_and_scale_by_the_batch():
+    returns = T([2.0, 0.0, 1.0, 1.0, 5.0, 3.0, 9.0])
+    groups = T([7, 7, 8, 8, 9, 9, 7])
+    valid = T([True, True, True, True, True, False, False])
+    # group 7: 2, 0 (the invalid 9 does not count) -> +1, -1; group 8: equal returns -> 0, 0;
+    # group 9: one valid episode, no baseline -> 0. Scale: sqrt(mean of 1, 1, 0, 0) = sqrt(0.5).
+    s = math.sqrt(0.5)
+    assert torch.allclose(group_advantages(returns, groups, valid), T([1 / s, -1 / s, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    # every group alike (all succeeded or all failed the same): nothing to learn, no division by zero
+    assert torch.equal(group_advantages(T([1.0, 1.0]), T([3, 3]), T([True, True])), T([0.0, 0.0]))

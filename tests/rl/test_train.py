@@ -96,6 +96,25 @@ def test_a_nan_gradient_step_is_skipped_not_applied(algo):
                 assert torch.equal(torch.as_tensor(vv), torch.as_tensor(opt_before[name][k][kk]))
 
 
+def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, tiny_policy):
+    from collections import Counter
+
+    from vla_rl.rl.checkpoint import learner_module
+
+    grouped = build_algo(tiny_policy, group_size=2, lr=1e-3)  # beside `algo`, in the same Ray
+    try:
+        episodes = [e for _, eps, _ in grouped._sample(30 * 4) for e in eps]
+        firsts = [e.get_infos(0)["group_seed"] for e in episodes if e.t_started == 0]
+        assert len(firsts) == 4 and sorted(Counter(firsts).values()) == [2, 2]  # 4 envs, two starts, two each
+        module = learner_module(grouped)
+        before = {k: v.clone() for k, v in module.state_dict().items() if "lora_" in k}
+        result = grouped.train()
+        assert 0.0 <= result["learners"]["default_policy"]["policy/informative_groups"] <= 1.0
+        assert any(not torch.equal(module.state_dict()[k], v) for k, v in before.items())
+    finally:
+        grouped.stop()
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_policy, tmp_path_factory):
     """`vla-rl train` 4 iterations in one go, and 2 + 2 with a resume in between."""

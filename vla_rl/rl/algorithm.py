@@ -4,6 +4,8 @@
 - every iteration starts from fresh episodes: each runner resets its envs and samples
   `rollout_length` decisions per env (`sample(num_timesteps=..., force_reset=True)`), so the run's
   state between iterations is weights + optimizers + RNGs — which is what makes resume exact;
+- with `group_size` > 1, each runner's envs start the iteration in groups from shared initial states
+  (`queue_group_seeds`) and the learner replaces GAE's advantages by group-relative ones;
 - episode statistics (success, RL return, the env's own return, length) and per-phase times are
   logged under `rollout/` and `perf/` from the episodes themselves;
 - with an attached online preference loop (`attach_preference`, --reward preference), its step runs
@@ -31,7 +33,7 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
 )
 
-from vla_rl.rl.env import make_rl_env, seed_states, set_seed_states
+from vla_rl.rl.env import make_rl_env, queue_group_seeds, seed_states, set_seed_states
 from vla_rl.rl.learner import VLAPPOLearner
 from vla_rl.rl.module import VLARLModule
 
@@ -53,6 +55,13 @@ def episode_stats(episodes) -> dict[str, float]:
         out["env_return"] = float(np.mean([i.get("episode_env_return", np.nan) for i in infos]))
         out["length"] = float(np.mean([i.get("episode_env_steps", len(e)) for i, e in zip(infos, done, strict=True)]))
     return out
+
+
+def _sample_runner(runner, n: int, group_size: int) -> tuple[int, list, dict]:
+    """One runner's iteration: `n` decisions from fresh episodes (started in groups when group_size > 1)."""
+    if group_size > 1:
+        queue_group_seeds(runner.env, group_size)
+    return int(runner.worker_index), runner.sample(num_timesteps=n, force_reset=True, explore=True), runner.get_metrics()
 
 
 def _runner_rng_state(runner) -> dict:
@@ -117,6 +126,7 @@ class VLAPPO(PPO):
         import ray
 
         timeout = float(self.config.sample_timeout_s or 0) or None
+        group = int(self.config.learner_config_dict.get("group_size", 1))
         deadline = time.monotonic() + float(self.config.learner_config_dict.get("runner_restore_timeout_s", 600))
         manager = self.env_runner_group._worker_manager
         while True:
@@ -124,8 +134,7 @@ class VLAPPO(PPO):
             results = []
             if self._sample_locally or asked:
                 results = self.env_runner_group.foreach_env_runner(
-                    lambda r: (int(r.worker_index), r.sample(num_timesteps=n, force_reset=True, explore=True),
-                               r.get_metrics()),
+                    lambda r: _sample_runner(r, n, group),
                     local_env_runner=self._sample_locally, timeout_seconds=timeout)
             late = [i for i in set(asked) - {i for i, _, _ in results} if manager.is_actor_healthy(i)]
             for i in late:  # still healthy = still busy: hung. Kill it; Ray restarts it (RLlib restores it later).
@@ -282,7 +291,7 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                       "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
                       "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "preference": cfg.reward == "preference",
-                      "rollout_length": cfg.rollout_length, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
+                      "rollout_length": cfg.rollout_length, "group_size": cfg.group_size, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )

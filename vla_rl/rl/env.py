@@ -19,7 +19,9 @@ The env's own reward and success stay in `info` (`gt_reward`, `success`, and the
 
 Episodes are seeded by the env's own generator (seed, runner index and creation order), not by
 RLlib's reset seed, so every iteration sees fresh initial states and a checkpoint can restore
-exactly where each env's sequence of seeds stands (`seed_state` / `set_seed_state`).
+exactly where each env's sequence of seeds stands (`seed_state` / `set_seed_state`). With
+`group_size` > 1, each iteration's first episodes start in groups from shared initial states
+(`queue_group_seeds`), for group-relative advantages.
 """
 
 from __future__ import annotations
@@ -87,15 +89,31 @@ class BinActionWrapper(gym.ActionWrapper):
         return self.tokenizer.from_bins(bins.reshape(self.chunk))
 
 
+GROUP_SEED = "group_seed"  # reset-info key: the shared initial-state seed of a group episode (-1: not in a group)
+
+
 class SeededEpisodes(gym.Wrapper):
-    """Draw each episode's reset seed from this env's own generator (RLlib's reset seed is ignored)."""
+    """Draw each episode's reset seed from this env's own generator (RLlib's reset seed is ignored).
+
+    `queue_seed(s)` makes the next reset use `s` instead (without drawing): group-relative advantages
+    start several envs from one initial state; the reset info then carries `group_seed` = s.
+    """
 
     def __init__(self, env: gym.Env, seed: int):
         super().__init__(env)
         self.rng = np.random.default_rng(seed)
+        self.queued: int | None = None
+
+    def draw_seed(self) -> int:
+        return int(self.rng.integers(0, 2**31 - 1))
+
+    def queue_seed(self, seed: int) -> None:
+        self.queued = int(seed)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        return self.env.reset(seed=int(self.rng.integers(0, 2**31 - 1)), options=options)
+        queued, self.queued = self.queued, None
+        obs, info = self.env.reset(seed=self.draw_seed() if queued is None else queued, options=options)
+        return obs, {**info, GROUP_SEED: -1 if queued is None else queued}
 
     def seed_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -140,6 +158,18 @@ def sub_envs(vector_env) -> list[gym.Env]:
 
 def seed_states(vector_env) -> list[dict]:
     return [e.get_wrapper_attr("seed_state")() for e in sub_envs(vector_env)]
+
+
+def queue_group_seeds(vector_env, group_size: int) -> None:
+    """Consecutive sub-envs in groups of `group_size` start their next episode from one initial state: the
+    seed drawn from the group's first env's generator (so an exact resume replays the same groups)."""
+    envs = sub_envs(vector_env)
+    if len(envs) % group_size:
+        raise ValueError(f"{len(envs)} envs per runner do not split into groups of {group_size}")
+    for start in range(0, len(envs), group_size):
+        seed = envs[start].get_wrapper_attr("draw_seed")()
+        for e in envs[start:start + group_size]:
+            e.get_wrapper_attr("queue_seed")(seed)
 
 
 def set_seed_states(vector_env, states: list[dict]) -> None:

@@ -127,6 +127,54 @@ class RewardModelRelabel(ConnectorV2):
         return batch
 
 
+GROUP_OUTCOMES = "vla_group_outcomes"  # shared_data key: per-episode (group seed, finished), in batch order
+
+
+class EpisodeOutcomes(ConnectorV2):
+    """First piece of the learner pipeline: notes each episode chunk's group seed (from its reset info) and whether
+    it finished inside the rollout — before later pieces extend the chunks by a bootstrap step."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        from vla_rl.rl.env import GROUP_SEED
+
+        rows = []
+        for e in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
+            started = e.t_started == 0 and len(e.get_infos()) > 0
+            seed = int(e.get_infos(0).get(GROUP_SEED, -1)) if started else -1
+            rows.append((seed, bool(e.is_done) and seed >= 0))
+        shared_data[GROUP_OUTCOMES] = rows
+        return batch
+
+
+class GroupAdvantages(ConnectorV2):
+    """After GAE: replace each row's advantage by its episode's group-relative advantage
+    (`ppo_math.group_advantages` of the episodes' returns summed from the batch's rewards, so a reward model's
+    relabelled rewards count); rows of episodes cut at the rollout boundary, or alone in their group, get 0.
+    Logs `policy/informative_groups`: the fraction of groups whose returns differ (a group that all succeeded or
+    all failed alike teaches nothing — SimpleVLA-RL filters such groups; here they weigh 0)."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        rows = shared_data[GROUP_OUTCOMES]
+        chunks = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
+        groups = torch.tensor([r[0] for r in rows], dtype=torch.int64)
+        valid = torch.tensor([r[1] for r in rows], dtype=torch.bool)
+        for mid, mb in batch.items():
+            lengths = torch.tensor([len(e) for e in chunks if e.module_id in (None, mid)])  # rows per chunk (+ bootstrap)
+            owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+            rewards = torch.as_tensor(mb[Columns.REWARDS], dtype=torch.float64).cpu()
+            returns = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, owner, rewards)
+            per_episode = ppo_math.group_advantages(returns, groups, valid)
+            adv = per_episode[owner]
+            old = mb[Postprocessing.ADVANTAGES]
+            if len(adv) != len(old):
+                raise RuntimeError(f"group advantages: {len(adv)} rows for a batch of {len(old)}")
+            mb[Postprocessing.ADVANTAGES] = adv.to(device=old.device, dtype=old.dtype)
+            if metrics is not None:
+                spread = [float(per_episode[valid & (groups == g)].abs().max()) > 0 for g in torch.unique(groups[valid])]
+                metrics.log_value((mid, "policy/informative_groups"), float(sum(spread)) / max(1, len(spread)), window=1)
+        return batch
+
+
 class VLAPPOLearner(PPOTorchLearner):
     def build(self) -> None:
         super().build()
@@ -142,6 +190,9 @@ class VLAPPOLearner(PPOTorchLearner):
         if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
                 chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
+        if int(cfg.get("group_size", 1)) > 1:  # group-relative advantages replace GAE's (the value targets stay)
+            self._learner_connector.prepend(EpisodeOutcomes())
+            self._learner_connector.insert_after(GeneralAdvantageEstimation, GroupAdvantages())
         self._relabel = None
         if cfg.get("reward_model") or cfg.get("preference"):
             self._relabel = RewardModelRelabel(reward_model_dir=cfg.get("reward_model") or "")

@@ -52,6 +52,31 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     return advantages, advantages + values
 
 
+def group_advantages(returns: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Group-relative advantages of whole episodes (GRPO; SimpleVLA-RL for VLAs): one value per episode.
+
+    Episodes with the same `groups` id started from the same initial state. An episode's advantage is its
+    return minus the mean return of the valid episodes of its group, then divided by the standard deviation
+    of those centred values over every counted episode of the batch (one scale for the batch, as Dr. GRPO
+    recommends over GRPO's per-group std, which blows up groups whose returns barely differ).
+    0 for an episode that is not `valid` (cut at the rollout boundary: its outcome is unknown) or whose
+    group has fewer than two valid episodes (no baseline from the same start).
+    """
+    returns = returns.to(torch.float64)
+    out = torch.zeros_like(returns)
+    counted = torch.zeros_like(valid, dtype=torch.bool)
+    for g in torch.unique(groups[valid]):
+        members = valid & (groups == g)
+        if int(members.sum()) < 2:
+            continue
+        out[members] = returns[members] - returns[members].mean()
+        counted |= members
+    if int(counted.sum()) > 1:
+        scale = out[counted].pow(2).mean().sqrt()  # the centred values have mean 0 over the counted episodes
+        out = out / scale if float(scale) > eps else torch.zeros_like(out)
+    return out.to(torch.float32)
+
+
 def decision_logp(token_logp: torch.Tensor) -> torch.Tensor:
     """(B, K·D) per-token log-probs -> (B,) log-prob of the whole decision (see the module docstring)."""
     return token_logp.sum(-1)
