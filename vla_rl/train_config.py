@@ -75,6 +75,9 @@ class TrainConfig:
     # group's mean return (scaled by the batch std) instead of GAE's. Episodes cut at the rollout boundary weigh 0,
     # so rollout_length should cover an episode. Must divide envs_per_runner. 1 = GAE with the value head.
     group_size: int = 1
+    # A control for benchmarks, not a training setting: permute the advantages over each batch (same values, no
+    # credit). If a run gains as much with it, the gain was not learned from the reward (README, Benchmarks, RL).
+    shuffle_advantages: bool = False
     # PPO clip ε of the probability ratio.
     clip: float = 0.2
     # KL-to-reference coefficient β (nats per decision, summed over its K·D tokens); 0 = no KL penalty.

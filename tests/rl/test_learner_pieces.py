@@ -9,6 +9,7 @@ from vla_rl.rl.learner import (
     EpisodeOutcomes,
     GroupAdvantages,
     RewardModelRelabel,
+    ShuffledAdvantages,
 )
 
 
@@ -78,3 +79,14 @@ def test_group_advantages_replace_gae_per_episode_from_the_batch_rewards():
     out = GroupAdvantages()(rl_module=None, batch=batch, episodes=episodes, shared_data=shared)
     expected = torch.tensor([1.0] * rows[0] + [-1.0] * rows[1] + [0.0] * rows[2] + [0.0] * rows[3])
     assert torch.equal(out["default_policy"][Postprocessing.ADVANTAGES], expected)
+
+
+def test_the_shuffle_control_permutes_loss_rows_only():
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+
+    adv = torch.arange(8, dtype=torch.float32)
+    mask = torch.tensor([1, 1, 1, 0, 1, 1, 1, 0], dtype=torch.bool)
+    batch = {"default_policy": {Postprocessing.ADVANTAGES: adv.clone(), Columns.LOSS_MASK: mask}}
+    out = ShuffledAdvantages(seed=0)(rl_module=None, batch=batch, episodes=[])["default_policy"][Postprocessing.ADVANTAGES]
+    assert out[3] == 3 and out[7] == 7  # bootstrap rows untouched
+    assert sorted(out[mask].tolist()) == sorted(adv[mask].tolist()) and not torch.equal(out, adv)

@@ -175,6 +175,24 @@ class GroupAdvantages(ConnectorV2):
         return batch
 
 
+class ShuffledAdvantages(ConnectorV2):
+    """A control, never a training setting: permute the advantages over the batch's loss rows (same values, same
+    scale, no credit left). A run that gains as much with it as without was not learning from its reward."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mb in batch.values():
+            adv = mb[Postprocessing.ADVANTAGES]
+            rows = torch.nonzero(torch.as_tensor(mb[Columns.LOSS_MASK]).bool().cpu()).squeeze(-1)
+            shuffled = adv.clone()
+            shuffled[rows.to(adv.device)] = adv[rows[torch.randperm(len(rows), generator=self.generator)].to(adv.device)]
+            mb[Postprocessing.ADVANTAGES] = shuffled
+        return batch
+
+
 class VLAPPOLearner(PPOTorchLearner):
     def build(self) -> None:
         super().build()
@@ -193,6 +211,8 @@ class VLAPPOLearner(PPOTorchLearner):
         if int(cfg.get("group_size", 1)) > 1:  # group-relative advantages replace GAE's (the value targets stay)
             self._learner_connector.prepend(EpisodeOutcomes())
             self._learner_connector.insert_after(GeneralAdvantageEstimation, GroupAdvantages())
+        if cfg.get("shuffle_advantages"):
+            self._learner_connector.append(ShuffledAdvantages(seed=int(cfg.get("seed", 0))))
         self._relabel = None
         if cfg.get("reward_model") or cfg.get("preference"):
             self._relabel = RewardModelRelabel(reward_model_dir=cfg.get("reward_model") or "")
