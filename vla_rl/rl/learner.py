@@ -38,6 +38,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from vla_rl.rl import ppo_math
+from vla_rl.rl.env import GROUP_SEED
 from vla_rl.rl.module import BIN_LOGP, ENTROPY, TOKEN_LOGP
 
 REF_BIN_LOGP = "ref_bin_logp"  # (B, K·D, 256) the reference policy's bin distributions
@@ -135,12 +136,9 @@ class EpisodeOutcomes(ConnectorV2):
     it finished inside the rollout — before later pieces extend the chunks by a bootstrap step."""
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        from vla_rl.rl.env import GROUP_SEED
-
         rows = []
         for e in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
-            started = e.t_started == 0 and len(e.get_infos()) > 0
-            seed = int(e.get_infos(0).get(GROUP_SEED, -1)) if started else -1
+            seed = int(e.get_infos(0).get(GROUP_SEED, -1)) if e.t_started == 0 else -1  # a continued chunk: no group
             rows.append((seed, bool(e.is_done) and seed >= 0))
         shared_data[GROUP_OUTCOMES] = rows
         return batch
