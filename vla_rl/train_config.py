@@ -49,6 +49,11 @@ class TrainConfig:
     # "sparse" (1 at success) or "dense" (the raw shaped reward; on Meta-World with terminate_on_success it
     # rewards hovering near the goal over succeeding).
     env_reward: str = "shaped"
+    # At the episode's time limit: false = the limit ends the task, no value bootstrap there (CleanRL's
+    # done = terminated or truncated; a finite-horizon task whose observation does not show the time left — and
+    # with gamma 1 a bootstrap there has no anchor: the value drifts up until timing out beats succeeding);
+    # true = bootstrap V(s_T) as for an endless task cut by a time limit (Pardo et al. 2018).
+    bootstrap_time_limit: bool = False
     # A reward-model directory written by `vla-rl reward train` (with --reward model).
     reward_model: str = ""
     # Training iterations (each: sample, learn, sync weights).

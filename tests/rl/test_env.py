@@ -130,3 +130,46 @@ def test_grouped_envs_start_from_one_state_per_group_and_replay_after_a_restore(
     with pytest.raises(ValueError, match="groups of 3"):
         queue_group_seeds(vec, 3)
     vec.close()
+
+
+def _value_targets(env, value: float) -> np.ndarray:
+    """Roll one episode of `env` and compute RLlib's GAE value targets (gamma = lambda = 1) for its rows, with a
+    critic that predicts `value` everywhere. The row flags mirror RLlib's AddOneTsToEpisodesAndTruncate: each
+    episode chunk ends with a masked bootstrap row; its last real row carries terminated, or truncated (= bootstrap
+    from the next row's value) when it did not terminate."""
+    from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
+
+    env.reset()
+    rewards, done = [], False
+    while not done:
+        _, r, term, trunc, _ = env.step(np.zeros(1))
+        rewards.append(r)
+        done = term or trunc
+    n = len(rewards)
+    terminateds = np.array([0.0] * (n - 1) + [float(term), 0.0])
+    truncateds = np.array([0.0] * (n - 1) + [float(not term), 0.0])
+    targets = compute_value_targets(values=np.full(n + 1, value, np.float32), rewards=np.array(rewards + [0.0]),
+                                    terminateds=terminateds, truncateds=truncateds, gamma=1.0, lambda_=1.0)
+    return targets[:n]
+
+
+def test_the_time_limit_ends_the_task_so_an_inflated_critic_cannot_make_timing_out_beat_succeeding():
+    hover, quick = [9.9] * 10, [0.0] * 10
+    inflated = 5.0  # a critic far above every real return (what bootstrapping with gamma 1 drifted to)
+    fail = RLRewardWrapper(ScriptedRewards(hover), "shaped", 10.0)
+    obs, info = fail.reset()
+    for _ in range(9):
+        assert fail.step(np.zeros(1))[2:4] == (False, False)
+    _, _, term, trunc, info = fail.step(np.zeros(1))
+    assert (term, trunc, info["time_limit"]) == (True, False, True)  # reported as the task's end
+
+    fail_targets = _value_targets(RLRewardWrapper(ScriptedRewards(hover), "shaped", 10.0), inflated)
+    success_targets = _value_targets(RLRewardWrapper(ScriptedRewards(quick, 1), "shaped", 10.0), inflated)
+    assert fail_targets[0] == pytest.approx(0.99)  # its true return, whatever the critic says
+    assert success_targets[0] == pytest.approx(1.0)
+    assert success_targets[0] > fail_targets[0]
+
+    bootstrapped = _value_targets(RLRewardWrapper(ScriptedRewards(hover), "shaped", 10.0, bootstrap_time_limit=True),
+                                  inflated)
+    assert bootstrapped[0] == pytest.approx(0.99 + inflated)  # the old semantics: the critic's guess is added
+    assert bootstrapped[0] > success_targets[0]  # ... and timing out outscores succeeding

@@ -14,6 +14,17 @@ Reward semantics (`reward`):
             failure returns at most 1 and a success at least 1, more than any failure, while
             the shaping still guides. T = the episode length in env steps; reward_max = the
             family's per-step maximum (10 on Meta-World, 1 on the tabletop tasks).
+Episode end (`bootstrap_time_limit`): by default the episode's time limit ends the task — the step
+that reaches it is reported `terminated` (info `time_limit` = True), so GAE does not bootstrap
+V(s_T) there. The task is finite-horizon (success within T steps) and the observation does not
+show the time left; bootstrapping a value that cannot know the clock, with gamma 1, has no anchor:
+the targets of every timed-out failure become "its return + V(s_T)", V drifts up on its own
+targets, and once V(s_T) exceeds a success's return (about 1 + shaping), failing looks better
+than succeeding (measured: value mean 0.3 -> 1.5 in 50 iterations of drawer-open while the
+rollout return fell 0.8 -> 0.2). CleanRL does the same (`done = terminated or truncated`).
+`bootstrap_time_limit=True` keeps the truncation (bootstrap V(s_T), Pardo et al. 2018) for a
+task whose time limit is only a cut of an endless one. A chunk cut at the rollout boundary is
+always bootstrapped: that episode really goes on.
 The env's own reward and success stay in `info` (`gt_reward`, `success`, and the episode's running
 `episode_env_return` / `episode_env_steps`) for audit.
 
@@ -41,10 +52,12 @@ _created = itertools.count()  # creation order of envs in this process (RLlib's 
 
 
 class RLRewardWrapper(gym.Wrapper):
-    """Replace the env's reward with the RL reward of `mode` (see the module docstring)."""
+    """Replace the env's reward with the RL reward of `mode`, and report the time limit as the task's end
+    unless `bootstrap_time_limit` (see the module docstring)."""
 
-    def __init__(self, env: gym.Env, mode: str, reward_max: float):
+    def __init__(self, env: gym.Env, mode: str, reward_max: float, bootstrap_time_limit: bool = False):
         super().__init__(env)
+        self.bootstrap_time_limit = bool(bootstrap_time_limit)
         if mode not in REWARDS:
             raise ValueError(f"reward={mode!r}: choose one of {list(REWARDS)}")
         self.mode = mode
@@ -67,6 +80,9 @@ class RLRewardWrapper(gym.Wrapper):
             reward = float(success)
         elif self.mode == "shaped":
             reward = gt / self.horizon + float(success)
+        if truncated and not terminated and not self.bootstrap_time_limit:
+            terminated, truncated = True, False
+            info["time_limit"] = True
         return obs, float(reward), terminated, truncated, info
 
 
@@ -127,9 +143,10 @@ def env_seed(base: int, worker_index: int, env_index: int) -> int:
     return int(base) * 1_000_003 + int(worker_index) * 1009 + int(env_index)
 
 
-def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, reward: str, seed: int) -> gym.Env:
+def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, reward: str, seed: int,
+                 bootstrap_time_limit: bool = False) -> gym.Env:
     env = make_env(env_id, options)
-    env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family])
+    env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family], bootstrap_time_limit)
     env = SeededEpisodes(env, seed)
     env = ActionChunkWrapper(env, chunk_size)
     return BinActionWrapper(env, tokenizer, chunk_size)
@@ -137,7 +154,7 @@ def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, r
 
 def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
     """RLlib env creator. `env_config`: env_id, env_options (dict), action_tokenizer (its dict),
-    chunk_size, reward, seed; RLlib adds `worker_index` (an EnvContext attribute)."""
+    chunk_size, reward, seed, bootstrap_time_limit; RLlib adds `worker_index` (an EnvContext attribute)."""
     from vla_rl.policy import ActionTokenizer
 
     t = dict(env_config["action_tokenizer"])
@@ -145,7 +162,8 @@ def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
     worker = int(getattr(env_config, "worker_index", 0) or 0)
     return build_rl_env(env_config["env_id"], EnvOptions(**env_config.get("env_options", {})), tokenizer,
                         int(env_config["chunk_size"]), env_config.get("reward", "shaped"),
-                        env_seed(int(env_config.get("seed", 0)), worker, next(_created)))
+                        env_seed(int(env_config.get("seed", 0)), worker, next(_created)),
+                        bool(env_config.get("bootstrap_time_limit", False)))
 
 
 def sub_envs(vector_env) -> list[gym.Env]:
