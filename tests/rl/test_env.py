@@ -157,7 +157,7 @@ def test_the_time_limit_ends_the_task_so_an_inflated_critic_cannot_make_timing_o
     hover, quick = [9.9] * 10, [0.0] * 10
     inflated = 5.0  # a critic far above every real return (what bootstrapping with gamma 1 drifted to)
     fail = RLRewardWrapper(ScriptedRewards(hover), "shaped", 10.0)
-    obs, info = fail.reset()
+    fail.reset()
     for _ in range(9):
         assert fail.step(np.zeros(1))[2:4] == (False, False)
     _, _, term, trunc, info = fail.step(np.zeros(1))
