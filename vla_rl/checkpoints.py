@@ -66,13 +66,13 @@ def save_checkpoint(root: str | Path, step: int, policy, optimizer: torch.optim.
     return final
 
 
-def point_last(root: Path, final: Path) -> None:
-    """Swap `root/last` to `final` atomically (a new link renamed over the old one)."""
-    link_tmp = root / f".{LAST}.tmp"
+def point_last(root: Path, final: Path, name: str = LAST) -> None:
+    """Swap `root/<name>` (`last`, or `best` of a train run) to `final` atomically (a new link renamed over the old)."""
+    link_tmp = root / f".{name}.tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     os.symlink(final.name, link_tmp)
-    os.replace(link_tmp, root / LAST)
+    os.replace(link_tmp, root / name)
 
 
 def check_same_options(config_class, cfg, saved_path: Path, changeable: tuple[str, ...], what: str) -> None:

@@ -128,6 +128,12 @@ class TrainConfig:
     eval_seed: int = 10_000
     # Videos of the first N episodes of each evaluation (OUT/eval/<iteration>/videos).
     eval_videos: int = 0
+    # Validation episodes at every evaluation, greedy on seeds val_seed, val_seed + 1, ... (disjoint from the
+    # evaluation seeds): the checkpoint with the best validation success becomes checkpoints/best (ties: the later
+    # one), so a run picks its policy without looking at the seeds it reports. 0 = off.
+    val_episodes: int = 0
+    # First validation seed.
+    val_seed: int = 20_000
     # Save a checkpoint every N iterations (and always at the end).
     save_every: int = 10
     # Seed of sampling, env episodes and minibatch order.
@@ -233,6 +239,17 @@ class TrainConfig:
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("eval_videos", self.eval_videos, 0, 1000)
         check_range("eval_seed", self.eval_seed, 0, 2**31 - 1)
+        check_range("val_episodes", self.val_episodes, 0, 10**6)
+        check_range("val_seed", self.val_seed, 0, 2**31 - 1)
+        if self.val_episodes:
+            if self.eval_every < 0:
+                raise ConfigError(f"val_episodes={self.val_episodes} with eval_every=-1: validation runs at the "
+                                  "evaluations — set --eval_every 0 or more, or --val_episodes 0")
+            if self.val_seed < self.eval_seed + self.eval_episodes and self.eval_seed < self.val_seed + self.val_episodes:
+                raise ConfigError(f"val_seed={self.val_seed}: validation seeds {self.val_seed}-"
+                                  f"{self.val_seed + self.val_episodes - 1} overlap the evaluation seeds "
+                                  f"{self.eval_seed}-{self.eval_seed + self.eval_episodes - 1} — move --val_seed, "
+                                  "or the reported success would be measured on the seeds that picked the checkpoint")
         check_range("seed", self.seed, 0, 2**31 - 1)
         check_range("stop_after", self.stop_after, 0, 10**9)
         check_range("group_size", self.group_size, 1, self.envs_per_runner)

@@ -119,7 +119,10 @@ def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, t
 def runs(tiny_policy, tmp_path_factory):
     """`vla-rl train` 4 iterations in one go, and 2 + 2 with a resume in between."""
     root = tmp_path_factory.mktemp("runs")
-    base = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "4"]
+    # Validation + evaluation (2 episodes each) at iterations 2 and 4, saves at 3 and 4 (and 2: an evaluated
+    # iteration is saved, it may become `best`); `best` must survive the resume too.
+    base = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "4", "--eval_every", "2", "--eval_episodes",
+            "2", "--val_episodes", "2", "--val_seed", "500", "--save_every", "3"]
     assert main([*base, "--out", str(root / "four")]) == 0
     assert main([*base, "--stop_after", "2", "--out", str(root / "two")]) == 0
     assert json.loads((root / "two/checkpoints/last/train_state.json").read_text())["iteration"] == 2
@@ -158,6 +161,25 @@ def test_resume_2_plus_2_equals_4(runs):
     ha = load_file(str(runs / "four/checkpoints/last/pretrained_model/heads.safetensors"))
     hb = load_file(str(runs / "two/checkpoints/last/pretrained_model/heads.safetensors"))
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
+
+
+def test_best_checkpoint_is_the_best_validation_success_with_ties_to_the_later(runs):
+    from vla_rl.rl.checkpoint import is_better
+
+    assert is_better(0.5, None) and is_better(0.5, {"success_rate": 0.5}) and not is_better(0.4, {"success_rate": 0.5})
+    for run in ("four", "two"):
+        rows = [r for r in _rows(runs / run / "metrics.jsonl") if "val/success_rate" in r]
+        assert [r["iteration"] for r in rows] == [2, 4] and all("eval/success_rate" in r for r in rows)
+        # The rule applied to the logged validation history by hand: the highest, the later of equals.
+        top = max(r["val/success_rate"] for r in rows)
+        expected = max(r["iteration"] for r in rows if r["val/success_rate"] == top)
+        assert rows[-1]["val/best_iteration"] == expected
+        best = runs / run / "checkpoints/best"
+        assert best.is_symlink() and best.resolve().name == f"{expected:06d}"
+        state = json.loads((best / "train_state.json").read_text())["best"]
+        assert state["iteration"] == expected and state["success_rate"] == top
+        assert state["test_success_rate"] == next(r["eval/success_rate"] for r in rows if r["iteration"] == expected)
+    assert (runs / "four/checkpoints/000002/pretrained_model").is_dir()  # evaluated, so saved (save_every is 3)
 
 
 def test_resume_with_changed_options_is_refused(runs, tiny_policy, capsys):

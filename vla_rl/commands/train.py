@@ -142,9 +142,11 @@ def run(cfg: TrainConfig) -> int:
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config, module_config
     from vla_rl.rl.checkpoint import (
+        is_better,
         latest,
         learner_module,
         load_train_state,
+        point_best,
         save_rl_checkpoint,
     )
 
@@ -214,6 +216,7 @@ def run(cfg: TrainConfig) -> int:
         save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
     algo = build_config(cfg, env_config, module_config(str(Path(cfg.policy).resolve()), cfg)).build_algo()
     iteration, env_steps, wall = 0, 0, 0.0
+    best: dict | None = None  # {"iteration", "success_rate" (validation), "test_success_rate", ...} with --val_episodes
     if ckpt is not None:
         algo.restore_from_path(str((ckpt / "rllib").resolve()))
         algo.push_weights()
@@ -222,6 +225,9 @@ def run(cfg: TrainConfig) -> int:
         faults = saved_state.get("faults", {})
         algo.runner_restarts, algo.runner_timeouts = int(faults.get("runner_restarts", 0)), int(faults.get("runner_timeouts", 0))
         _truncate_metrics(out / "metrics.jsonl", iteration)
+        best = saved_state.get("best")
+        if best is not None:  # a kill between a save and its `best` link leaves the link one behind
+            point_best(root, int(best["iteration"]))
     labelers = None
     if cfg.reward == "preference":
         from reward_models.labeler_actor import RayLabelers
@@ -244,25 +250,32 @@ def run(cfg: TrainConfig) -> int:
     last_eval: dict = {}
     bar = tqdm(total=cfg.iterations, initial=iteration, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True)
 
-    def evaluate(at: int) -> tuple[dict, dict]:
-        """Greedy success of the learner's policy on the fixed evaluation seeds, as `vla-rl eval` measures it."""
+    def evaluate(at: int, validation: bool = False) -> tuple[dict, dict]:
+        """Greedy success of the learner's policy on the fixed evaluation seeds (or the validation seeds), as
+        `vla-rl eval` measures it."""
         t_eval = time.perf_counter()
-        with tqdm(total=progress_total(env_id, cfg.eval_episodes, options), desc=f"eval at iteration {at}",
+        episodes, seed, ns = (cfg.val_episodes, cfg.val_seed, "val") if validation else \
+            (cfg.eval_episodes, cfg.eval_seed, "eval")
+        videos = 0 if validation else cfg.eval_videos
+        with tqdm(total=progress_total(env_id, episodes, options), desc=f"{ns} at iteration {at}",
                   unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-            result = evaluate_policy(learner_module(algo).policy, env_id, cfg.eval_episodes, seed=cfg.eval_seed, options=options,
-                                     videos=cfg.eval_videos, out=out / "eval" / f"{at:06d}" if cfg.eval_videos else None,
+            result = evaluate_policy(learner_module(algo).policy, env_id, episodes, seed=seed, options=options,
+                                     videos=videos, out=out / "eval" / f"{at:06d}" if videos else None,
                                      progress=eval_bar)
         result.pop("per_episode")
         bar.write(f"iteration {at}: greedy success {result['success_rate']:.2f} (95% CI "
-                  f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f})")
-        return result, {"eval/success_rate": result["success_rate"], "eval/success_ci_low": result["success_rate_ci95"][0],
-                        "eval/success_ci_high": result["success_rate_ci95"][1], "eval/return": result["mean_return"],
-                        "eval/length": result["mean_length"], "perf/eval_s": time.perf_counter() - t_eval}
+                  f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f})"
+                  f"{' on the validation seeds' if validation else ''}")
+        return result, {f"{ns}/success_rate": result["success_rate"], f"{ns}/success_ci_low": result["success_rate_ci95"][0],
+                        f"{ns}/success_ci_high": result["success_rate_ci95"][1], f"{ns}/return": result["mean_return"],
+                        f"{ns}/length": result["mean_length"], f"perf/{ns}_s": time.perf_counter() - t_eval}
 
     before: dict = {}
     try:
         if cfg.eval_before and iteration == 0:
             before, eval_row = evaluate(0)
+            if cfg.val_episodes:  # the start's validation success, for reference (the start is no checkpoint)
+                eval_row.update(evaluate(0, validation=True)[1])
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(_round({"iteration": 0, "env_steps": 0, "time_s": 0.0, **eval_row})) + "\n")
         while iteration < end and not (cfg.env_steps and env_steps >= cfg.env_steps):
@@ -273,9 +286,22 @@ def run(cfg: TrainConfig) -> int:
             env_steps += int(row.get("rollout/env_steps", 0))
             row.update({"perf/sync_bytes": float(sent), "perf/sync_fraction": sent / full})
             last = iteration == end or (cfg.env_steps and env_steps >= cfg.env_steps)
-            if cfg.eval_every >= 0 and (last or (cfg.eval_every and iteration % cfg.eval_every == 0)):
+            evaluated = cfg.eval_every >= 0 and (last or (cfg.eval_every and iteration % cfg.eval_every == 0))
+            improved = False
+            if evaluated:
+                if cfg.val_episodes:
+                    val, val_row = evaluate(iteration, validation=True)
+                    row.update(val_row)
                 last_eval, eval_row = evaluate(iteration)
                 row.update(eval_row)
+                if cfg.val_episodes and is_better(val["success_rate"], best):
+                    improved = True
+                    best = {"iteration": iteration, "success_rate": val["success_rate"],
+                            "success_rate_ci95": val["success_rate_ci95"], "test_success_rate": last_eval["success_rate"],
+                            "test_success_rate_ci95": last_eval["success_rate_ci95"]}
+                if best is not None:
+                    row.update({"val/best_iteration": float(best["iteration"]),
+                                "val/best_success_rate": best["success_rate"]})
             wall += time.perf_counter() - t0
             row = _round({"iteration": iteration, "env_steps": env_steps, "time_s": wall, **row})
             with open(metrics_path, "a") as f:
@@ -287,9 +313,12 @@ def run(cfg: TrainConfig) -> int:
                             ret=f"{row.get('rollout/return', float('nan')):.2f}",
                             kl=f"{row.get('kl/ref_per_token', float('nan')):.4f}",
                             sps=f"{row.get('perf/env_steps_per_s', 0):.0f}")
-            if iteration % cfg.save_every == 0 or last or iteration == end:
+            # With validation every evaluated iteration is saved: any of them may become `best`.
+            if iteration % cfg.save_every == 0 or last or iteration == end or (evaluated and cfg.val_episodes):
                 save_rl_checkpoint(root, iteration, algo, {"env_steps": env_steps, "wall_s": wall, "faults": {
-                    "runner_restarts": algo.runner_restarts, "runner_timeouts": algo.runner_timeouts}})
+                    "runner_restarts": algo.runner_restarts, "runner_timeouts": algo.runner_timeouts}, "best": best})
+                if improved:
+                    point_best(root, iteration)
     finally:
         bar.close()
         if run_wandb is not None:
@@ -311,5 +340,11 @@ def run(cfg: TrainConfig) -> int:
                   f"{last_eval['success_rate']:.0%} after {iteration} iterations "
                   f"(95% CI {last_eval['success_rate_ci95'][0]:.0%}-{last_eval['success_rate_ci95'][1]:.0%})",
                   file=sys.stderr)
+    if best is not None:
+        summary["best"] = {**best, "checkpoint": str(root / "best" / "pretrained_model")}
+        print(f"best on {cfg.val_episodes} validation seeds: iteration {best['iteration']} "
+              f"({best['success_rate']:.0%}); its greedy success on the {cfg.eval_episodes} evaluation seeds: "
+              f"{best['test_success_rate']:.0%} (95% CI {best['test_success_rate_ci95'][0]:.0%}-"
+              f"{best['test_success_rate_ci95'][1]:.0%}) — checkpoints/best", file=sys.stderr)
     print(json.dumps(summary))
     return 0

@@ -8,6 +8,8 @@
     checkpoints/000010/preference/         (--reward preference) the loop's state: counters, RNG, labelled ids in
                                            order, pending rounds (preference_state.json) + reward_model/
     checkpoints/last -> 000010
+    checkpoints/best -> 000010             (--val_episodes N) the checkpoint of the best validation success so far;
+                                           train_state.json's "best" holds its iteration and success
 
 The step directory is assembled under a temporary name and renamed into place; `last` is swapped
 atomically afterwards, so it always names a complete checkpoint.
@@ -24,7 +26,7 @@ from vla_rl.atomic_io import atomic_write_json, replace_dir
 from vla_rl.checkpoints import CheckpointError, latest, point_last, step_dir
 
 STATE_FILE = "train_state.json"
-__all__ = ["STATE_FILE", "latest", "load_train_state", "save_rl_checkpoint"]
+__all__ = ["BEST", "STATE_FILE", "is_better", "latest", "load_train_state", "point_best", "save_rl_checkpoint"]
 
 
 def learner_module(algo):
@@ -47,6 +49,19 @@ def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, 
     replace_dir(tmp, final)
     point_last(root, final)
     return final
+
+
+BEST = "best"
+
+
+def is_better(val_success: float, best: dict | None) -> bool:
+    """Does a checkpoint with this validation success replace `best` ({"iteration", "success_rate"} or None)?
+    Ties go to the later checkpoint: equal validation success, more training."""
+    return best is None or val_success >= float(best["success_rate"])
+
+
+def point_best(root: str | Path, iteration: int) -> None:
+    point_last(Path(root), step_dir(Path(root), iteration), BEST)
 
 
 def load_train_state(ckpt: str | Path) -> dict[str, Any]:
