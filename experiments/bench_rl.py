@@ -8,7 +8,9 @@
   memory      peak RSS of a learner process doing PPO updates with the KL reference (adapter-free
               forward, once per batch) vs without it, each in a fresh subprocess.
   learning    summary of train runs (metrics.jsonl): greedy success before/after with Wilson CIs,
-              env steps and wall-clock at each evaluation, KL to the reference.
+              env steps and wall-clock at each evaluation, KL to the reference; where validation
+              success was measured (--val_episodes, or experiments/validate_checkpoints.py) also the
+              checkpoint it picks per seed and that checkpoint's success on the evaluation seeds.
 
     python experiments/bench_rl.py throughput --policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model
     python experiments/bench_rl.py sync --policy ...
@@ -162,13 +164,20 @@ def memory(args) -> dict:
 
 def learning(args) -> dict:
     from vla_rl.evaluation import wilson_interval
-    from vla_rl.run_summary import evaluations, parse_run_spec, read_rows, seed_summary
+    from vla_rl.run_summary import (
+        evaluations,
+        parse_run_spec,
+        read_rows,
+        read_validation,
+        seed_summary,
+        selection_summary,
+    )
 
     runs = []
     for spec in args.runs:
         group, run = parse_run_spec(spec)
         rows = read_rows(run)
-        runs.append({"run": str(run), "group": group, "evals": evaluations(rows),
+        runs.append({"run": str(run), "group": group, "evals": evaluations(rows, read_validation(run)),
                      "kl_per_token_last": rows[-1].get("kl/ref_per_token") if rows else None,
                      "rollout_success_first": rows[0].get("rollout/success_rate") if rows else None,
                      "rollout_success_last": rows[-1].get("rollout/success_rate") if rows else None})
@@ -176,7 +185,8 @@ def learning(args) -> dict:
     if args.before is not None:
         k = round(args.before * args.before_n)
         before = {"success": args.before, "n": args.before_n, "ci95": list(wilson_interval(k, args.before_n))}
-    return {"before": before, "groups": seed_summary(runs, args.before), "runs": runs}
+    return {"before": before, "groups": seed_summary(runs, args.before),
+            "picked_by_validation": selection_summary(runs, args.before, args.select_up_to or None), "runs": runs}
 
 
 def main() -> None:
@@ -194,6 +204,8 @@ def main() -> None:
                     help="train run directories (learning), optionally GROUP=DIR to pool seeds of one setting")
     ap.add_argument("--before", type=float, default=None, help="greedy success of the start policy (learning)")
     ap.add_argument("--before_n", type=int, default=30, help="episodes behind --before")
+    ap.add_argument("--select_up_to", type=int, default=0,
+                    help="(learning) pick checkpoints by validation only among iterations <= N (0 = all)")
     args = ap.parse_args()
     result = {"benchmark": args.what, "machine": machine(), "command": " ".join(sys.argv),
               **globals()[args.what](args)}

@@ -8,8 +8,11 @@ from vla_rl.run_summary import (
     evaluations,
     gain_ratio,
     parse_run_spec,
+    pick_by_validation,
     read_rows,
+    read_validation,
     seed_summary,
+    selection_summary,
     start_success,
 )
 
@@ -51,3 +54,24 @@ def test_gain_ratio_only_against_a_reference_that_gained():
     assert gain_ratio(0.20, 0.50, 0.30) == -0.5  # the preference run lost what the reference gained
     assert gain_ratio(0.0, 0.0, 0.12) is None  # both lost 12 points: not "a ratio of 1"
     assert gain_ratio(0.4, 0.3, 0.3) is None
+
+
+def test_validation_picks_the_best_checkpoint_ties_to_the_later_and_reports_its_test_success(tmp_path):
+    a = _run(tmp_path, "a", [(0, 0.3), (10, 0.6), (20, 0.2), (30, 0.5)])
+    b = _run(tmp_path, "b", [(10, 0.4), (20, 0.7)])
+    # a: validated after the fact (validation.jsonl); b: by the run itself (val/ in its rows) — the row wins.
+    (a / "validation.jsonl").write_text("".join(json.dumps({"iteration": i, "val/success_rate": v}) + "\n"
+                                                for i, v in ((0, 0.9), (10, 0.5), (20, 0.6), (30, 0.6))))
+    rows = read_rows(b)
+    rows[0]["val/success_rate"], rows[1]["val/success_rate"] = 0.5, 0.3
+    (b / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (b / "validation.jsonl").write_text(json.dumps({"iteration": 10, "val/success_rate": 0.0}) + "\n")
+    assert read_validation(b) == {10: 0.5, 20: 0.3}
+    runs = [{"run": str(r), "group": "F", "evals": evaluations(read_rows(r), read_validation(r))} for r in (a, b)]
+    # a: iteration 0 (the start) is no candidate; 20 and 30 tie on validation -> the later, 30 (test 0.5).
+    assert pick_by_validation(runs[0]["evals"])["iteration"] == 30
+    assert pick_by_validation(runs[0]["evals"], up_to=20)["iteration"] == 20  # test 0.2: the pick never sees it
+    out = selection_summary(runs, before=0.3)["F"]
+    assert [(s["iteration"], s["val_success"], s["success"]) for s in out["seeds"]] == [(30, 0.6, 0.5), (10, 0.5, 0.4)]
+    assert out["mean"] == 0.45 and out["mean_gain_points"] == 15.0 and (out["min"], out["max"]) == (0.4, 0.5)
+    assert pick_by_validation(evaluations(read_rows(_run(tmp_path, "c", [(10, 0.5)])))) is None  # nothing validated

@@ -12,11 +12,64 @@ def read_rows(run: str | Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def evaluations(rows: list[dict]) -> list[dict]:
-    """Greedy evaluations of a run: iteration, env steps, minutes, success, Wilson CI, KL to the reference."""
-    return [{"iteration": r["iteration"], "env_steps": r["env_steps"], "minutes": round(r["time_s"] / 60, 1),
-             "success": r["eval/success_rate"], "ci95": [r["eval/success_ci_low"], r["eval/success_ci_high"]],
-             "kl_per_token": r.get("kl/ref_per_token")} for r in rows if "eval/success_rate" in r]
+VALIDATION_FILE = "validation.jsonl"
+
+
+def read_validation(run: str | Path) -> dict[int, float]:
+    """Validation success by iteration: `val/success_rate` of the run's own rows (--val_episodes) or, for a run
+    trained without, of RUN/validation.jsonl (experiments/validate_checkpoints.py, after the fact)."""
+    found = {int(r["iteration"]): float(r["val/success_rate"]) for r in read_rows(run) if "val/success_rate" in r}
+    path = Path(run) / VALIDATION_FILE
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                found.setdefault(int(r["iteration"]), float(r["val/success_rate"]))
+    return found
+
+
+def evaluations(rows: list[dict], validation: dict[int, float] | None = None) -> list[dict]:
+    """Greedy evaluations of a run: iteration, env steps, minutes, success, Wilson CI, KL to the reference, and the
+    validation success of the same checkpoint where one was measured."""
+    evals = [{"iteration": r["iteration"], "env_steps": r["env_steps"], "minutes": round(r["time_s"] / 60, 1),
+              "success": r["eval/success_rate"], "ci95": [r["eval/success_ci_low"], r["eval/success_ci_high"]],
+              "kl_per_token": r.get("kl/ref_per_token")} for r in rows if "eval/success_rate" in r]
+    for e in evals:
+        if validation and e["iteration"] in validation:
+            e["val_success"] = validation[e["iteration"]]
+    return evals
+
+
+def pick_by_validation(evals: list[dict], up_to: int | None = None) -> dict | None:
+    """The evaluation `vla-rl train --val_episodes` would make `checkpoints/best` (highest validation success, the
+    later of equals; the start, iteration 0, is no candidate), among iterations <= up_to."""
+    from vla_rl.rl.checkpoint import is_better
+
+    best = None
+    for e in sorted(evals, key=lambda e: e["iteration"]):
+        if "val_success" in e and e["iteration"] > 0 and (up_to is None or e["iteration"] <= up_to) and \
+                is_better(e["val_success"], None if best is None else {"success_rate": best["val_success"]}):
+            best = e
+    return best
+
+
+def selection_summary(runs: list[dict], before: float | None, up_to: int | None = None) -> dict:
+    """Per group: each seed's validation-picked checkpoint (iteration, validation and test success) and the mean
+    test success over seeds — the figure a user gets who keeps `checkpoints/best` (test seeds never seen by the pick)."""
+    out: dict = {}
+    for r in runs:
+        pick = pick_by_validation(r["evals"], up_to)
+        if pick is not None:
+            out.setdefault(r["group"], {"seeds": []})["seeds"].append(
+                {"run": r.get("run"), "iteration": pick["iteration"], "minutes": pick["minutes"],
+                 "val_success": pick["val_success"], "success": pick["success"], "ci95": pick["ci95"]})
+    for group in out.values():
+        xs = [s["success"] for s in group["seeds"]]
+        group.update({"mean": round(statistics.fmean(xs), 4), "min": min(xs), "max": max(xs),
+                      "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None})
+        if before is not None:
+            group["mean_gain_points"] = round(100 * (group["mean"] - before), 1)
+    return out
 
 
 def seed_summary(runs: list[dict], before: float | None) -> dict:
