@@ -4,7 +4,8 @@ Each iteration: every env runner resets its envs and samples `rollout_length` de
 with the current adapters (temperature sampling), the learner runs `epochs` passes of minibatch
 PPO with β·KL to the reference, and the new LoRA weights go to the runners. Every `eval_every`
 iterations the learner's policy is evaluated greedily on fixed unseen seeds through the same code
-as `vla-rl eval`. One JSON row per iteration goes to OUT/metrics.jsonl (and to wandb): the
+as `vla-rl eval` (with `val_episodes`, also on separate validation seeds, whose best checkpoint becomes
+`checkpoints/best`). One JSON row per iteration goes to OUT/metrics.jsonl (and to wandb): the
 metric names and their healthy ranges are listed in the README ("Training metrics").
 """
 
