@@ -53,6 +53,16 @@ def pick_by_validation(evals: list[dict], up_to: int | None = None) -> dict | No
     return best
 
 
+def mean_interval(xs: list[float], level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean over seeds (a seed is the unit of variation); None for one seed."""
+    if len(xs) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
+    return [round(statistics.fmean(xs) - half, 4), round(statistics.fmean(xs) + half, 4)]
+
+
 def selection_summary(runs: list[dict], before: float | None, up_to: int | None = None) -> dict:
     """Per group: each seed's validation-picked checkpoint (iteration, validation and test success) and the mean
     test success over seeds — the figure a user gets who keeps `checkpoints/best` (test seeds never seen by the pick)."""
@@ -66,7 +76,8 @@ def selection_summary(runs: list[dict], before: float | None, up_to: int | None 
     for group in out.values():
         xs = [s["success"] for s in group["seeds"]]
         group.update({"mean": round(statistics.fmean(xs), 4), "min": min(xs), "max": max(xs),
-                      "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None})
+                      "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None,
+                      "mean_ci95_over_seeds": mean_interval(xs)})
         if before is not None:
             group["mean_gain_points"] = round(100 * (group["mean"] - before), 1)
     return out
@@ -85,7 +96,7 @@ def seed_summary(runs: list[dict], before: float | None) -> dict:
         out[name] = {}
         for it, xs in sorted(by_it.items()):
             row = {"seeds": len(xs), "mean": round(statistics.fmean(xs), 4), "min": min(xs), "max": max(xs),
-                   "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None}
+                   "std": round(statistics.stdev(xs), 4) if len(xs) > 1 else None, "mean_ci95_over_seeds": mean_interval(xs)}
             if before is not None:
                 row["mean_gain_points"] = round(100 * (row["mean"] - before), 1)
             out[name][str(it)] = row
