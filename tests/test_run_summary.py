@@ -7,6 +7,7 @@ import pytest
 from vla_rl.run_summary import (
     evaluations,
     gain_ratio,
+    mean_interval,
     parse_run_spec,
     pick_by_validation,
     read_rows,
@@ -33,9 +34,8 @@ def test_seed_summary_pools_seeds_per_group_and_iteration(tmp_path):
         runs.append({"group": group, "evals": evaluations(read_rows(run))})
     assert [e["iteration"] for e in runs[0]["evals"]] == [0, 10] and runs[0]["evals"][1]["minutes"] == 10.0
     out = seed_summary(runs, before=0.3)
-    ci = out["C"]["10"].pop("mean_ci95_over_seeds")  # t(0.975, 1) * 0.1414 / sqrt(2) = 1.2706
+    assert out["C"]["10"].pop("mean_ci95_over_seeds") == [0.0, 1.0]  # 0.5 +- t(0.975, 1) 0.1414 / sqrt(2), cut
     assert out["C"]["10"] == {"seeds": 2, "mean": 0.5, "min": 0.4, "max": 0.6, "std": 0.1414, "mean_gain_points": 20.0}
-    assert ci == pytest.approx([0.5 - 1.2706, 0.5 + 1.2706], abs=1e-3)
     assert out["s0"]["10"]["seeds"] == 1 and out["s0"]["10"]["std"] is None
 
 
@@ -76,6 +76,11 @@ def test_validation_picks_the_best_checkpoint_ties_to_the_later_and_reports_its_
     out = selection_summary(runs, before=0.3)["F"]
     assert [(s["iteration"], s["val_success"], s["success"]) for s in out["seeds"]] == [(30, 0.6, 0.5), (10, 0.5, 0.4)]
     assert out["mean"] == 0.45 and out["mean_gain_points"] == 15.0 and (out["min"], out["max"]) == (0.4, 0.5)
-    # t(0.975, 1 dof) = 12.706; std of (0.5, 0.4) = 0.0707: half-width 12.706 * 0.0707 / sqrt(2) = 0.6353
-    assert out["mean_ci95_over_seeds"] == pytest.approx([0.45 - 0.6353, 0.45 + 0.6353], abs=1e-3)
+    assert out["mean_ci95_over_seeds"] == [0.0, 1.0]  # two seeds: 0.45 +- 0.635, cut to [0, 1]
     assert pick_by_validation(evaluations(read_rows(_run(tmp_path, "c", [(10, 0.5)])))) is None  # nothing validated
+
+
+def test_mean_interval_is_the_student_t_interval_over_seeds():
+    # std 0.1, t(0.975, 2 dof) = 4.3027: half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    assert mean_interval([0.5, 0.6, 0.7]) == pytest.approx([0.6 - 0.2484, 0.6 + 0.2484], abs=1e-4)
+    assert mean_interval([0.6]) is None and mean_interval([0.3, 0.3]) == [0.3, 0.3]
