@@ -58,7 +58,8 @@ def main() -> None:
             result = json.loads(result_path.read_text())
         rows.append({"iteration": it, "val/success_rate": result["success_rate"],
                      "val/success_ci_low": result["success_rate_ci95"][0],
-                     "val/success_ci_high": result["success_rate_ci95"][1], "val/seed": args.seed,
+                     "val/success_ci_high": result["success_rate_ci95"][1], "val/return": result["mean_return"],
+                     "val/length": result["mean_length"], "val/seed": args.seed,
                      "val/episodes": args.episodes})
     atomic_write_text(run / VALIDATION_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps({"run": str(run), "validation": rows}, indent=1))

@@ -182,6 +182,29 @@ def test_best_checkpoint_is_the_best_validation_success_with_ties_to_the_later(r
     assert (runs / "four/checkpoints/000002/pretrained_model").is_dir()  # evaluated, so saved (save_every is 3)
 
 
+def test_validating_checkpoints_after_the_fact_reproduces_the_runs_own_validation(runs):
+    """experiments/validate_checkpoints.py on the run's checkpoints with the run's validation seeds gives the same
+    greedy returns the run logged; a second call reuses the evaluations; seeds overlapping the run's evaluation
+    seeds are refused."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "experiments" / "validate_checkpoints.py"
+    argv = [sys.executable, str(script), "--run", str(runs / "four"), "--iterations", "2", "4", "--episodes", "2"]
+    assert subprocess.run([*argv, "--seed", "500"], capture_output=True, text=True).returncode == 0
+    after = [json.loads(line) for line in (runs / "four/validation.jsonl").read_text().splitlines()]
+    logged = {r["iteration"]: r for r in _rows(runs / "four/metrics.jsonl") if "val/success_rate" in r}
+    assert [r["iteration"] for r in after] == [2, 4]
+    for r in after:
+        assert r["val/success_rate"] == pytest.approx(logged[r["iteration"]]["val/success_rate"])
+        assert r["val/return"] == pytest.approx(logged[r["iteration"]]["val/return"], abs=1e-5)
+    stamp = (runs / "four/validation/000004/eval.json").stat().st_mtime_ns
+    assert subprocess.run([*argv, "--seed", "500"], capture_output=True, text=True).returncode == 0
+    assert (runs / "four/validation/000004/eval.json").stat().st_mtime_ns == stamp
+    refused = subprocess.run([*argv, "--seed", "10001"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "overlap the run's evaluation seeds 10000-10001" in refused.stderr
+
+
 def test_resume_with_changed_options_is_refused(runs, tiny_policy, capsys):
     before = (runs / "two/metrics.jsonl").read_text()
     argv = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "6", "--beta", "0.2", "--resume", "true",
