@@ -20,6 +20,13 @@ import yaml
 
 from vla_rl.atomic_io import atomic_write_text
 from vla_rl.run_summary import VALIDATION_FILE
+from vla_rl.train_config import seeds_overlap
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2 (the project's convention), nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:
@@ -32,15 +39,15 @@ def main() -> None:
     run = Path(args.run)
     cfg_path = run / "train_config.yaml"
     if not cfg_path.is_file():
-        sys.exit(f"error: {cfg_path}: missing — --run must be a `vla-rl train` output directory")
+        fail(f"{cfg_path}: missing — --run must be a `vla-rl train` output directory")
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     lo, n = int(cfg.get("eval_seed", 10_000)), int(cfg.get("eval_episodes", 30))
-    if args.seed < lo + n and lo < args.seed + args.episodes:
-        sys.exit(f"error: --seed {args.seed}: validation seeds {args.seed}-{args.seed + args.episodes - 1} overlap the "
+    if seeds_overlap(args.seed, args.episodes, lo, n):
+        fail(f"--seed {args.seed}: validation seeds {args.seed}-{args.seed + args.episodes - 1} overlap the "
                  f"run's evaluation seeds {lo}-{lo + n - 1} ({cfg_path}) — pick another --seed")
     for it in args.iterations:
         if not (run / "checkpoints" / f"{it:06d}" / "pretrained_model").is_dir():
-            sys.exit(f"error: {run / 'checkpoints' / f'{it:06d}'}: no such checkpoint (saved every save_every)")
+            fail(f"{run / 'checkpoints' / f'{it:06d}'}: no such checkpoint (saved every save_every)")
     from vla_rl.cli import main as cli
 
     rows = []

@@ -245,7 +245,7 @@ class TrainConfig:
             if self.eval_every < 0:
                 raise ConfigError(f"val_episodes={self.val_episodes} with eval_every=-1: validation runs at the "
                                   "evaluations — set --eval_every 0 or more, or --val_episodes 0")
-            if self.val_seed < self.eval_seed + self.eval_episodes and self.eval_seed < self.val_seed + self.val_episodes:
+            if seeds_overlap(self.val_seed, self.val_episodes, self.eval_seed, self.eval_episodes):
                 raise ConfigError(f"val_seed={self.val_seed}: validation seeds {self.val_seed}-"
                                   f"{self.val_seed + self.val_episodes - 1} overlap the evaluation seeds "
                                   f"{self.eval_seed}-{self.eval_seed + self.eval_episodes - 1} — move --val_seed, "
@@ -264,6 +264,11 @@ class TrainConfig:
         self.wandb.validate()
         if not self.out:
             raise ConfigError("out='' : give a run directory, e.g. --out outputs/train/drawer")
+
+
+def seeds_overlap(first_a: int, count_a: int, first_b: int, count_b: int) -> bool:
+    """Do the seed ranges [first_a, first_a + count_a) and [first_b, first_b + count_b) share a seed?"""
+    return first_a < first_b + count_b and first_b < first_a + count_a
 
 
 @dataclass
