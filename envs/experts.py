@@ -22,9 +22,9 @@ CONTACT = BLOCK_HALF + FINGER_RADIUS
 CLEARANCE = CONTACT + 0.012  # how far the finger keeps from the block while walking around it
 
 
-def _toward(finger: np.ndarray, goal: np.ndarray) -> np.ndarray:
+def _toward(finger: np.ndarray, goal: np.ndarray, max_step: float = MAX_STEP) -> np.ndarray:
     """Proportional step toward `goal`, scaled (not clipped per axis) so its direction is kept."""
-    step = (goal - finger) / MAX_STEP
+    step = (goal - finger) / max_step
     return step / max(1.0, float(np.abs(step).max()))
 
 
@@ -90,7 +90,7 @@ class ScriptedExpert:
         if self._mw_policy is not None:
             return np.asarray(self._mw_policy.get_action(b.raw_obs), dtype=np.float64)
         if isinstance(b, TouchColorBackend):
-            return _toward(b.finger_xy, b.body_xy(f"block_{b.target}"))
+            return _toward(b.finger_xy, b.body_xy(f"block_{b.target}"), b.max_step)
         if isinstance(b, PushToTargetBackend):
             block, target = b.body_xy("block"), b.body_xy("target")
             gap = target - block

@@ -43,6 +43,9 @@ class VLAEnv(gym.Env):
         for text in spec.instructions:  # fail at construction, not mid-run
             encode_instruction(text, options.instruction_length)
         self._image: np.ndarray | None = None
+        # False: `step` skips the camera render and returns the previous frame (see ActionChunkWrapper: the inner
+        # steps of a chunk are never seen by the policy; rendering is ~95 % of a Meta-World step on a CPU).
+        self.render_observations = True
         self._instruction_ids: np.ndarray | None = None
         self._t = 0
 
@@ -93,8 +96,17 @@ class VLAEnv(gym.Env):
             raise ActionError(f"{self.task_spec.id}: action contains NaN or inf: {arr.tolist()}")
         return np.clip(arr, -1.0, 1.0)
 
-    def _observe(self) -> dict[str, np.ndarray]:
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation of the current simulator state, rendered now."""
         self._image = self.backend.render()
+        return self._obs_dict()
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        if self.render_observations or self._image is None:
+            return self.observe()
+        return self._obs_dict()
+
+    def _obs_dict(self) -> dict[str, np.ndarray]:
         return {
             "image": self._image,
             "state": np.asarray(self.backend.state(), dtype=np.float32),

@@ -4,6 +4,10 @@
               policy's LoRA) vs a bare single-process loop (`act()` on a SyncVectorEnv of the same env
               stack, same policy, envs and threads), alternated `--repeats` times in one run:
               the median ratio and its spread.
+  chunking    env steps/s of the RL env stack (act() + a SyncVectorEnv of RL envs, as a 1-CPU runner samples) with
+              action chunks of K = 1 vs K = --chunk (render-skip: only each chunk's last frame is rendered) vs
+              K = --chunk rendering every inner step, for random-init policies of the quickstart's size on
+              --env; alternated --repeats times in one run: medians, spreads and the ratios to K = 1.
   sync        bytes sent to the runners per weight sync ÷ the full policy state, for LoRA settings.
   memory      peak RSS of a learner process doing PPO updates with the KL reference (adapter-free
               forward, once per batch) vs without it, each in a fresh subprocess.
@@ -13,6 +17,7 @@
               checkpoint it picks per seed and that checkpoint's success on the evaluation seeds.
 
     python experiments/bench_rl.py throughput --policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model
+    python experiments/bench_rl.py chunking --env metaworld/drawer-open --chunk 5
     python experiments/bench_rl.py sync --policy ...
     python experiments/bench_rl.py memory --policy ...
     python experiments/bench_rl.py learning --runs outputs/train/a outputs/train/b --before 0.30 --before_n 30
@@ -68,9 +73,39 @@ def bare_loop(policy, env_config: dict, steps: int, envs: int) -> float:
             out = policy.act(obs, temperature=1.0, generator=gen)
             bins = (out.tokens - policy.action_tokenizer.token_offset).numpy()
             obs, *_ = vec.step(bins)
-        return steps * envs / (time.perf_counter() - t0)
+        return steps * envs / (time.perf_counter() - t0)  # decisions per second (x K for env steps)
     finally:
         vec.close()
+
+
+def chunking(args) -> dict:
+    from envs import get_spec
+    from vla_rl.policy import ActionTokenizer, build_policy
+
+    torch.set_num_threads(1)  # as in a 1-CPU env runner
+    spec = get_spec(args.env)
+    at = ActionTokenizer((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim)
+    arms = {"K1": (1, True), f"K{args.chunk}_render_skip": (args.chunk, False), f"K{args.chunk}_render_every": (args.chunk, True)}
+    policies = {c: build_policy(at, state_dim=spec.state_dim, image_size=(64, 64), family="llava", preset="small",
+                                chunk_size=c, seed=0).eval() for c in {1, args.chunk}}
+    configs = {name: {"env_id": args.env, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
+                      "chunk_size": c, "reward": "shaped", "seed": 0, "render_inner_steps": every}
+               for name, (c, every) in arms.items()}
+    for name, (c, _) in arms.items():  # warm-up
+        bare_loop(policies[c], configs[name], 2, args.envs)
+    rates: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):
+        for name, (c, _) in arms.items():
+            rates[name].append(bare_loop(policies[c], configs[name], max(1, args.steps // c), args.envs) * c)
+    out = {name: {"env_steps_per_s_median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
+           for name, v in rates.items()}
+    base = rates["K1"]
+    for name, v in rates.items():
+        ratios = [a / b for a, b in zip(v, base, strict=True)]
+        out[name].update({"ratio_to_K1_median": statistics.median(ratios), "ratio_min": min(ratios),
+                          "ratio_max": max(ratios)})
+    return {"env": args.env, "envs": args.envs, "env_steps_per_timing": args.steps, "repeats": args.repeats,
+            "image_size": 64, "arms": out}
 
 
 def throughput(args) -> dict:
@@ -191,7 +226,9 @@ def learning(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "sync", "memory", "learning"])
+    ap.add_argument("what", choices=["throughput", "chunking", "sync", "memory", "learning"])
+    ap.add_argument("--env", default="metaworld/drawer-open", help="(chunking) the env")
+    ap.add_argument("--chunk", type=int, default=5, help="(chunking) K of the chunked arms")
     ap.add_argument("--policy", default="outputs/quickstart/pretrain/checkpoints/last/pretrained_model",
                     help="a pretrained_model directory (its training env is used)")
     ap.add_argument("--envs", type=int, default=8, help="envs per runner / in the bare loop")

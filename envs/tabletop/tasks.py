@@ -35,6 +35,7 @@ class TabletopBackend(TaskBackend):
 
     xml: str
     default_camera = "top"
+    max_step = MAX_STEP  # metres per control step at |action| = 1
 
     def __init__(self, spec: TaskSpec, image_size: int, camera: str):
         self.spec = spec
@@ -56,7 +57,7 @@ class TabletopBackend(TaskBackend):
 
     def step(self, action: np.ndarray) -> TaskStatus:
         start = self.finger_xy
-        goal = np.clip(start + MAX_STEP * np.asarray(action[:2], dtype=np.float64), -FINGER_LIMIT, FINGER_LIMIT)
+        goal = np.clip(start + self.max_step * np.asarray(action[:2], dtype=np.float64), -FINGER_LIMIT, FINGER_LIMIT)
         for k in range(1, SUBSTEPS + 1):  # move the kinematic finger smoothly: no deep penetration
             self.data.mocap_pos[0, :2] = start + (goal - start) * k / SUBSTEPS
             mujoco.mj_step(self.model, self.data)
@@ -140,6 +141,24 @@ class TouchColorBackend(TabletopBackend):
         return TaskStatus(success, progress, progress)
 
 
+class ReachCornerBackend(TouchColorBackend):
+    """The learning sanity task: touch-color with the blocks at their fixed corners (±10 cm) and steps of up to 12 cm,
+    so one decision can touch any block. The finger starts a third of the way toward the named block, so the context
+    is in the state and the image as well as in the instruction (a policy that does not yet ground colour words, as
+    the small VLA after little BC, can still solve it). A contextual bandit over the bins whose optimum is known
+    (move toward the finger's own quadrant's corner: 100 % in one decision) and cheap to reach; a uniform policy
+    succeeds in ~20 % of its 2-decision episodes. PPO that does not get it near 100 % has a bug in its machinery."""
+
+    max_step = 0.12
+    START_FRACTION = 0.35  # of the way from the centre to the target block
+
+    def _place(self, rng):
+        self.target = COLOURS[int(rng.integers(len(COLOURS)))]
+        self._instruction = f"touch the {self.target} block"
+        block = self.model.body(f"block_{self.target}").pos[:2]  # the blocks stay where the XML puts them
+        self._set_finger(self.START_FRACTION * block + rng.uniform(-0.01, 0.01, size=2))
+
+
 class BlockPushBackend(TabletopBackend):
     """A sliding block moved by pushing. Progress = 0.25 * reach (finger to block contact)
     + 0.75 * the task's own score in [0, 1], so it rises during the approach too."""
@@ -209,6 +228,12 @@ TABLETOP_TASKS: dict[str, tuple[type[TabletopBackend], tuple[str, ...], int, str
         tuple(f"touch the {c} block" for c in COLOURS),
         30,
         "four coloured blocks; the instruction picks the target (language grounding)",
+    ),
+    "reach-corner": (
+        ReachCornerBackend,
+        tuple(f"touch the {c} block" for c in COLOURS),
+        2,
+        "learning sanity task: four blocks at fixed corners, 12 cm steps, 2 decisions (a contextual bandit)",
     ),
     "push-to-target": (
         PushToTargetBackend,

@@ -6,8 +6,9 @@ from ray.rllib.core.columns import Columns
 
 from vla_rl.rl.learner import (
     ENV_REWARDS,
+    VF_PREDS,
+    Advantages,
     EpisodeOutcomes,
-    GroupAdvantages,
     RewardModelRelabel,
     ShuffledAdvantages,
 )
@@ -61,7 +62,26 @@ def _episode(rewards, group_seed, done):
                               infos=[{"group_seed": group_seed}] + [{}] * n, terminated=done, len_lookback_buffer=0)
 
 
-def test_group_advantages_replace_gae_per_episode_from_the_batch_rewards():
+class _ConstantCritic:
+    def __init__(self, value):
+        self.value = value
+
+    def compute_values(self, batch):
+        return torch.full((len(batch[Columns.REWARDS]),), self.value)
+
+
+def _flags(rows, terminated, truncated):
+    """RLlib's layout after AddOneTsToEpisodesAndTruncate: per chunk its real rows, then one masked bootstrap row."""
+    mask, term, trunc = [], [], []
+    for n, te, tr in zip(rows, terminated, truncated, strict=True):
+        mask += [True] * n + [False]
+        term += [False] * (n - 1) + [te, False]
+        trunc += [False] * (n - 1) + [tr, False]
+    return {Columns.LOSS_MASK: torch.tensor(mask), Columns.TERMINATEDS: torch.tensor(term),
+            Columns.TRUNCATEDS: torch.tensor(trunc)}
+
+
+def test_group_estimator_gives_each_episode_its_return_minus_its_groups_mean():
     from ray.rllib.evaluation.postprocessing import Postprocessing
     from ray.rllib.utils.postprocessing.episodes import (
         add_one_ts_to_episodes_and_truncate,
@@ -73,12 +93,36 @@ def test_group_advantages_replace_gae_per_episode_from_the_batch_rewards():
     shared = {}
     EpisodeOutcomes()(rl_module=None, batch={}, episodes=episodes, shared_data=shared)
     add_one_ts_to_episodes_and_truncate(episodes)  # what the PPO pipeline does next: one bootstrap row per chunk
-    rows = [3, 4, 2, 3]
     rewards = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 4.0, 4.0, 0.0])
-    batch = {"default_policy": {Columns.REWARDS: rewards, Postprocessing.ADVANTAGES: torch.full((12,), 9.0)}}
-    out = GroupAdvantages()(rl_module=None, batch=batch, episodes=episodes, shared_data=shared)
-    expected = torch.tensor([1.0] * rows[0] + [-1.0] * rows[1] + [0.0] * rows[2] + [0.0] * rows[3])
-    assert torch.equal(out["default_policy"][Postprocessing.ADVANTAGES], expected)
+    batch = {"default_policy": {Columns.REWARDS: rewards, **_flags([2, 3, 1, 2], [True] * 3 + [False], [False] * 3 + [True])}}
+    out = Advantages(estimator="group", whiten=False)(rl_module={"default_policy": _ConstantCritic(0.5)}, batch=batch,
+                                                       episodes=episodes, shared_data=shared)["default_policy"]
+    # +1 / -1 on the real rows of group 7 (scale sqrt(mean(1, 1)) = 1), 0 for the lone and the cut episode, and
+    # 0 on every bootstrap row
+    expected = torch.tensor([1.0, 1.0, 0.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert torch.equal(out[Postprocessing.ADVANTAGES], expected)
+    # the value targets stay GAE's (gamma 0.99, lambda 0.95 by default) so the critic still trains: a terminated
+    # one-step episode's target is its reward
+    assert out[Postprocessing.VALUE_TARGETS][7].item() == 5.0
+
+
+def test_gae_estimator_targets_whitening_over_loss_rows_and_zero_bootstrap_rows():
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+
+    # Chunk A: 3 steps, terminated (rewards 0, 0, 1). Chunk B: 2 steps cut by the rollout (truncated): V(s_2) = the
+    # bootstrap row's value. gamma = lambda = 1 and a constant critic of 0.5: Monte-Carlo targets by hand.
+    rewards = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.25, 0.25, 0.0])
+    batch = {"default_policy": {Columns.REWARDS: rewards, **_flags([3, 2], [True, False], [False, True])}}
+    out = Advantages(gamma=1.0, lam=1.0)(rl_module={"default_policy": _ConstantCritic(0.5)}, batch=batch,
+                                         episodes=[], metrics=None)["default_policy"]
+    targets = out[Postprocessing.VALUE_TARGETS]
+    mask = batch["default_policy"][Columns.LOSS_MASK]
+    assert torch.allclose(targets[mask], torch.tensor([1.0, 1.0, 1.0, 0.5 + 0.5, 0.25 + 0.5]))
+    raw = targets[mask] - 0.5
+    expected = (raw - raw.mean()) / raw.std(unbiased=False)
+    assert torch.allclose(out[Postprocessing.ADVANTAGES][mask], expected, atol=1e-5)
+    assert torch.equal(out[Postprocessing.ADVANTAGES][~mask], torch.zeros(2))
+    assert torch.equal(out[VF_PREDS], torch.full((7,), 0.5))
 
 
 def test_the_shuffle_control_permutes_loss_rows_only():

@@ -120,6 +120,15 @@ def test_whiten():
     assert x.mean().item() == pytest.approx(0.0, abs=1e-6) and x.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_whiten_with_a_mask_uses_only_the_loss_rows():
+    x, mask = T([1.0, 3.0, 100.0, 5.0, -50.0]), T([True, True, False, True, False])
+    # loss rows 1, 3, 5: mean 3, population variance 8/3 -> (x - 3) / sqrt(8/3) there; the masked rows do not count
+    w = whiten(x, mask)
+    s = math.sqrt(8.0 / 3.0)
+    assert torch.allclose(w[mask], T([-2 / s, 0.0, 2 / s]), atol=1e-6)
+    assert not torch.allclose(whiten(x)[mask], w[mask])  # unmasked, the two outliers move every row
+
+
 def test_kl_controller_fixed_and_adaptive():
     fixed = KLController(beta=0.05)
     assert fixed.update(kl=10.0, n_steps=1000) == 0.05

@@ -15,6 +15,7 @@ from obs_samples import make_obs
 from rl_setup import ENV, RUN, assert_runner_has_learner_weights, build_algo
 
 from vla_rl.cli import main
+from ray.rllib.core.columns import Columns
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +268,69 @@ def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path,
     # The reward-hacking monitor: learned and ground-truth rewards of the same rows, and their correlation.
     assert np.isfinite(row["reward/learned_mean"]) and np.isfinite(row["reward/gt_mean"]) and -1 <= row["reward/gt_corr"] <= 1
     assert json.loads((tmp_path / "run/checkpoints/last/train_state.json").read_text())["iteration"] == 1
+
+
+def _real_episode(env, steps: int, seed: int, done: bool):
+    """A SingleAgentEpisode of `steps` real env steps (rewards 0.1, 0.2, ... so every row is traceable)."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    obs, info = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    for t in range(steps):
+        obs, _, _, _, _ = env.step(env.action_space.sample())
+        observations.append(obs)
+        rewards.append(0.1 * (t + 1))
+    return SingleAgentEpisode(observations=observations, actions=[env.action_space.sample() for _ in range(steps)],
+                              rewards=rewards, infos=[info] * (steps + 1), terminated=done, len_lookback_buffer=0,
+                              observation_space=env.observation_space, action_space=env.action_space)
+
+
+def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss_rows(algo):
+    """The real advantage path (the learner's connector pipeline: bootstrap rows, flags, our GAE) on hand-built
+    episodes — one terminated, one cut at the rollout boundary — against the textbook recursion per episode."""
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+
+    from envs import EnvOptions
+    from vla_rl.rl.env import build_rl_env
+    from vla_rl.rl.learner import VF_PREDS
+
+    learner = algo.learner_group._learner
+    gamma, lam = algo.config.gamma, algo.config.lambda_
+    tok = learner.module["default_policy"].policy.action_tokenizer
+    env = build_rl_env(ENV, EnvOptions(image_size=64), tok, 1, "shaped", seed=0)
+    episodes = [_real_episode(env, 3, 1, done=True), _real_episode(env, 2, 2, done=False)]
+    env.close()
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={},
+                                       metrics=None)["default_policy"]
+    # The bootstrap rows (one after each chunk) are gone once advantages exist; their values are not needed any more.
+    assert batch[Columns.LOSS_MASK].tolist() == [True] * 5 and len(batch[Columns.ACTIONS]) == 5
+    assert all(len(v) == 5 for v in batch[Columns.OBS].values())
+    mask = torch.tensor([True, True, True, False, True, True, False])
+    values = torch.full((7,), float("nan"))
+    values[mask] = batch[VF_PREDS]
+    values[~mask] = _bootstrap_values(learner, episodes)
+    expected, raw = [], []
+    for start, n, terminated in ((0, 3, True), (4, 2, False)):  # per episode: delta_t, then A_t = delta_t + g l A_t+1
+        r = [0.1 * (t + 1) for t in range(n)]
+        v = values[start:start + n + 1].tolist()  # v[n] = V(final obs): the bootstrap row's value
+        boot = 0.0 if terminated else v[n]
+        adv, running = [0.0] * n, 0.0
+        for t in reversed(range(n)):
+            nxt = boot if t == n - 1 else v[t + 1]
+            running = r[t] + gamma * nxt - v[t] + gamma * lam * running
+            adv[t] = running
+        raw += adv
+        expected += [a + vv for a, vv in zip(adv, v[:n], strict=True)]
+    torch.testing.assert_close(batch[Postprocessing.VALUE_TARGETS], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    raw = torch.tensor(raw)
+    torch.testing.assert_close(batch[Postprocessing.ADVANTAGES], (raw - raw.mean()) / raw.std(unbiased=False),
+                               rtol=1e-4, atol=1e-4)
+
+
+def _bootstrap_values(learner, episodes) -> torch.Tensor:
+    """V(final observation) of each chunk (the value of its bootstrap row), from the policy directly."""
+    policy = learner.module["default_policy"].policy
+    last = [e.get_observations(-1) for e in episodes]
+    obs = {k: torch.as_tensor(np.stack([o[k] for o in last])) for k in last[0]}
+    with torch.no_grad():
+        return policy.value(obs)

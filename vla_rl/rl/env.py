@@ -1,7 +1,7 @@
 """The env an RLlib EnvRunner steps: a project task whose actions are the policy's bins.
 
 Stack (inside out): `VLAEnv` → `RLRewardWrapper` (the reward RL optimises) → `ActionChunkWrapper`
-(K actions per decision, as `envs/chunking.py`) → `BinActionWrapper` (MultiDiscrete([256]·K·D) →
+(K actions per decision, as `envs/chunking.py`; only the chunk's last frame is rendered) → `BinActionWrapper` (MultiDiscrete([256]·K·D) →
 the (K, D) chunk through the policy's own action tokenizer). The observation is the project's
 Dict contract, unchanged.
 
@@ -144,17 +144,18 @@ def env_seed(base: int, worker_index: int, env_index: int) -> int:
 
 
 def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, reward: str, seed: int,
-                 bootstrap_time_limit: bool = False) -> gym.Env:
+                 bootstrap_time_limit: bool = False, render_inner_steps: bool = False) -> gym.Env:
     env = make_env(env_id, options)
     env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family], bootstrap_time_limit)
     env = SeededEpisodes(env, seed)
-    env = ActionChunkWrapper(env, chunk_size)
+    env = ActionChunkWrapper(env, chunk_size, render_inner_steps=render_inner_steps)
     return BinActionWrapper(env, tokenizer, chunk_size)
 
 
 def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
     """RLlib env creator. `env_config`: env_id, env_options (dict), action_tokenizer (its dict),
-    chunk_size, reward, seed, bootstrap_time_limit; RLlib adds `worker_index` (an EnvContext attribute)."""
+    chunk_size, reward, seed, bootstrap_time_limit, render_inner_steps (benchmarks only; default False: only the frame a
+    decision sees is rendered); RLlib adds `worker_index` (an EnvContext attribute)."""
     from vla_rl.policy import ActionTokenizer
 
     t = dict(env_config["action_tokenizer"])
@@ -163,7 +164,8 @@ def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
     return build_rl_env(env_config["env_id"], EnvOptions(**env_config.get("env_options", {})), tokenizer,
                         int(env_config["chunk_size"]), env_config.get("reward", "shaped"),
                         env_seed(int(env_config.get("seed", 0)), worker, next(_created)),
-                        bool(env_config.get("bootstrap_time_limit", False)))
+                        bool(env_config.get("bootstrap_time_limit", False)),
+                        bool(env_config.get("render_inner_steps", False)))
 
 
 def sub_envs(vector_env) -> list[gym.Env]:

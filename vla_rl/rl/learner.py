@@ -144,32 +144,95 @@ class EpisodeOutcomes(ConnectorV2):
         return batch
 
 
-class GroupAdvantages(ConnectorV2):
-    """After GAE: replace each row's advantage by its episode's group-relative advantage
-    (`ppo_math.group_advantages` of the episodes' returns summed from the batch's rewards, so a reward model's
-    relabelled rewards count); rows of episodes cut at the rollout boundary, or alone in their group, get 0.
-    Logs `policy/informative_groups`: the fraction of groups whose returns differ (a group that all succeeded or
-    all failed alike teaches nothing — SimpleVLA-RL filters such groups; here they weigh 0)."""
+VF_PREDS = "vla_vf_preds"  # the critic's values of the batch's rows before the update (held-out explained variance)
+
+
+class Advantages(ConnectorV2):
+    """Replaces RLlib's `GeneralAdvantageEstimation`: value targets and advantages from `ppo_math`, whitened over the
+    loss rows only.
+
+    RLlib 2.60's GAE standardises advantages over every row of the batch, including the masked bootstrap row that
+    `AddOneTsToEpisodesAndTruncate` appends to each episode chunk (a quarter of the rows on a 3-decision task; those
+    rows' "advantages" leak in from the next chunk). Here:
+    - values: `compute_values` once on the whole batch (no grad), kept as VF_PREDS;
+    - targets: `ppo_math.gae` over the batch's rows in RLlib's layout — V(s_{t+1}) is the next row (the bootstrap
+      row after a chunk's last real row), a terminated row does not bootstrap, a chunk's last real row and every
+      bootstrap row cut the λ-trace;
+    - advantages: GAE's (`estimator="gae"`), or group-relative (`"group"`, GRPO / SimpleVLA-RL: each episode's
+      return minus its group's mean, `ppo_math.group_advantages`; episodes cut at the rollout boundary or alone in
+      their group weigh 0) — value targets stay GAE's either way, so the critic still trains and is measured;
+    - `whiten`: zero mean, unit std over the loss rows (`ppo_math.whiten` with the mask); bootstrap rows get 0.
+    Logs `value/explained_variance_batch`: the critic's explained variance on this fresh batch, before it trains on
+    it (a held-out measure; < 0 means the critic is worse than the batch's mean return), and with the group
+    estimator `policy/informative_groups` (the fraction of groups whose returns differ).
+    """
+
+    def __init__(self, *args, gamma: float = 0.99, lam: float = 0.95, estimator: str = "gae", whiten: bool = True,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        if estimator not in ("gae", "group"):
+            raise ValueError(f"advantage estimator {estimator!r}: choose 'gae' or 'group'")
+        self.gamma, self.lam, self.estimator, self.whiten = float(gamma), float(lam), estimator, bool(whiten)
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        rows = shared_data[GROUP_OUTCOMES]
         chunks = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
-        groups = torch.tensor([r[0] for r in rows], dtype=torch.int64)
-        valid = torch.tensor([r[1] for r in rows], dtype=torch.bool)
         for mid, mb in batch.items():
-            lengths = torch.tensor([len(e) for e in chunks if e.module_id in (None, mid)])  # rows per chunk (+ bootstrap)
-            owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-            rewards = torch.as_tensor(mb[Columns.REWARDS], dtype=torch.float64).cpu()
-            returns = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, owner, rewards)
-            per_episode = ppo_math.group_advantages(returns, groups, valid)
-            adv = per_episode[owner]
-            old = mb[Postprocessing.ADVANTAGES]
-            if len(adv) != len(old):
-                raise RuntimeError(f"group advantages: {len(adv)} rows for a batch of {len(old)}")
-            mb[Postprocessing.ADVANTAGES] = adv.to(device=old.device, dtype=old.dtype)
+            values = _unwrap(rl_module[mid]).compute_values(mb).detach().float()
+            device = values.device
+            rewards = torch.as_tensor(mb[Columns.REWARDS], dtype=torch.float32, device=device)
+            terminated = torch.as_tensor(mb[Columns.TERMINATEDS], device=device).bool()
+            truncated = torch.as_tensor(mb[Columns.TRUNCATEDS], device=device).bool()
+            mask = torch.as_tensor(mb[Columns.LOSS_MASK], device=device).bool()
+            next_values = torch.cat([values[1:], values.new_zeros(1)])
+            advantages, targets = ppo_math.gae(rewards, values, next_values, terminated, terminated | truncated | ~mask,
+                                               self.gamma, self.lam)
+            if self.estimator == "group":
+                advantages = self._group(chunks, mid, rewards, shared_data[GROUP_OUTCOMES], metrics).to(device)
+            if self.whiten:
+                advantages = ppo_math.whiten(advantages, mask)
+            advantages = torch.where(mask, advantages, torch.zeros_like(advantages))
+            mb[Postprocessing.ADVANTAGES], mb[Postprocessing.VALUE_TARGETS], mb[VF_PREDS] = advantages, targets, values
             if metrics is not None:
-                spread = [float(per_episode[valid & (groups == g)].abs().max()) > 0 for g in torch.unique(groups[valid])]
-                metrics.log_value((mid, "policy/informative_groups"), float(sum(spread)) / max(1, len(spread)), window=1)
+                metrics.log_value((mid, "value/explained_variance_batch"),
+                                  ppo_math.explained_variance(values, targets, mask), window=1)
+        return batch
+
+    @staticmethod
+    def _group(chunks, mid, rewards, outcomes, metrics) -> torch.Tensor:
+        groups = torch.tensor([r[0] for r in outcomes], dtype=torch.int64)
+        valid = torch.tensor([r[1] for r in outcomes], dtype=torch.bool)
+        lengths = torch.tensor([len(e) for e in chunks if e.module_id in (None, mid)])  # rows per chunk (+ bootstrap)
+        if int(lengths.sum()) != len(rewards):
+            raise RuntimeError(f"group advantages: {int(lengths.sum())} rows in the episodes for a batch of {len(rewards)}")
+        owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        returns = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, owner, rewards.double().cpu())
+        per_episode = ppo_math.group_advantages(returns, groups, valid)
+        if metrics is not None:
+            spread = [float(per_episode[valid & (groups == g)].abs().max()) > 0 for g in torch.unique(groups[valid])]
+            metrics.log_value((mid, "policy/informative_groups"), float(sum(spread)) / max(1, len(spread)), window=1)
+        return per_episode[owner]
+
+
+class DropBootstrapRows(ConnectorV2):
+    """Last piece: remove the masked bootstrap rows once advantages and value targets exist. They carry no loss, yet
+    each minibatch would run them forward and backward — on a 2-decision task a third of the learner's compute."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mid, mb in batch.items():
+            keep = torch.as_tensor(mb[Columns.LOSS_MASK]).bool()
+            n = len(keep)
+            if bool(keep.all()):
+                continue
+
+            def take(value):
+                if isinstance(value, dict):
+                    return {k: take(v) for k, v in value.items()}
+                if torch.is_tensor(value) and value.ndim and len(value) == n:
+                    return value[keep.to(value.device)]
+                raise RuntimeError(f"learner batch column of type {type(value).__name__} / shape "
+                                   f"{getattr(value, 'shape', None)}: cannot drop its bootstrap rows")
+
+            batch[mid] = {k: take(v) for k, v in mb.items()}
         return batch
 
 
@@ -201,20 +264,28 @@ class VLAPPOLearner(PPOTorchLearner):
             horizon=int(cfg.get("kl_horizon", 10_000)))
         self._first_minibatch = True
         self.updates_done = 0  # learner updates (iterations) so far; checkpointed
-        self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
-        # Reference distributions and (optionally) learned rewards, once per batch, before GAE.
-        if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
-            self._learner_connector.insert_before(GeneralAdvantageEstimation, ReferenceBinLogp(
-                chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
-        if int(cfg.get("group_size", 1)) > 1:  # group-relative advantages replace GAE's (the value targets stay)
+        self._kl_sum, self._kl_rows, self._kl_samples, self._epochs = 0.0, 0, 0, 1
+        # RLlib's GAE gives way to the project's (masked whitening, the group estimator); the reference distributions
+        # and (optionally) learned rewards are computed once per batch before it.
+        group = int(cfg.get("group_size", 1)) > 1  # group-relative advantages replace GAE's (the value targets stay)
+        if group:
             self._learner_connector.prepend(EpisodeOutcomes())
-            self._learner_connector.insert_after(GeneralAdvantageEstimation, GroupAdvantages())
+        self._learner_connector.insert_before(GeneralAdvantageEstimation, Advantages(
+            gamma=self.config.gamma, lam=self.config.lambda_, estimator="group" if group else "gae"))
+        self._learner_connector.remove(GeneralAdvantageEstimation)
+        if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
+            self._learner_connector.insert_before(Advantages, ReferenceBinLogp(
+                chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
         if cfg.get("shuffle_advantages"):
             self._learner_connector.append(ShuffledAdvantages(seed=int(cfg.get("seed", 0))))
+        self._learner_connector.append(DropBootstrapRows())
         self._relabel = None
         if cfg.get("reward_model") or cfg.get("preference"):
             self._relabel = RewardModelRelabel(reward_model_dir=cfg.get("reward_model") or "")
-            self._learner_connector.insert_before(GeneralAdvantageEstimation, self._relabel)
+            self._learner_connector.insert_before(Advantages, self._relabel)
+        names = [type(p).__name__ for p in self._learner_connector.connectors]
+        if names.index("Advantages") != len(names) - 2 - int(bool(cfg.get("shuffle_advantages"))):
+            raise RuntimeError(f"learner pipeline out of order: {names}")
 
     def set_reward_model(self, model) -> None:
         """The online preference loop's newest reward model scores every batch from now on."""
@@ -259,8 +330,6 @@ class VLAPPOLearner(PPOTorchLearner):
 
         with torch.no_grad():
             n_tok = kl_tokens.shape[-1]
-            token_logp = fwd_out[TOKEN_LOGP]
-            ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
             kl_per_token = float(kl_decision) / n_tok
             if math.isfinite(kl_per_token):
                 self._kl_sum += kl_per_token
@@ -273,13 +342,17 @@ class VLAPPOLearner(PPOTorchLearner):
                 "value/explained_variance": ppo_math.explained_variance(values, batch[Postprocessing.VALUE_TARGETS], mask),
                 "value/mean": float(ppo_math.masked_mean(values, mask)),
                 "kl/ref_per_token": kl_per_token,
-                "kl/k1_per_token": float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask)),
-                "kl/k3_per_token": float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask)),
                 "kl/beta": beta,
             }
-            if self._first_minibatch:  # on-policy data, unchanged weights: the ratio must be exactly 1
+            if self._first_minibatch:
+                # On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from
+                # the policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not).
                 dev = (ratio - 1.0).abs()
                 stats["policy/first_ratio_max_dev"] = float(dev[mask.bool()].max() if mask is not None else dev.max())
+                token_logp = fwd_out[TOKEN_LOGP]
+                ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
+                stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask))
+                stats["kl/k3_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask))
                 self._first_minibatch = False
         for key, value in stats.items():
             self.metrics.log_value((module_id, key), value, reduce="mean", window=None if key != "kl/beta" else 1)
@@ -307,14 +380,16 @@ class VLAPPOLearner(PPOTorchLearner):
     def update(self, *args, **kwargs):
         self._first_minibatch = True
         self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
+        self._epochs = max(1, int(kwargs.get("num_epochs", 1) or 1))
         return super().update(*args, **kwargs)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         self.updates_done += 1
         if self._kl_rows:
-            # β moves once per update, by the mean KL per token over its minibatches and the samples it trained on.
-            self.kl_controller.update(self._kl_sum / self._kl_rows, n_steps=self._kl_samples)
+            # β moves once per update, by the mean KL per token over its minibatches and the number of samples in the
+            # batch (each epoch passes over the batch once: the rows the minibatches saw, divided by the epochs).
+            self.kl_controller.update(self._kl_sum / self._kl_rows, n_steps=round(self._kl_samples / self._epochs))
 
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
