@@ -120,6 +120,9 @@ class TrainConfig:
     lora_target_modules: str = r".*(language_model|text_model)\..*\.(q_proj|v_proj)"
     # Greedy evaluation every N iterations and at the end (0 = only at the end; -1 = never).
     eval_every: int = 10
+    # Also evaluate the sampled policy (temperature, as in the rollouts: what PPO maximises) on the same seeds at each
+    # evaluation: eval/sampled_success_rate beside the greedy eval/success_rate.
+    eval_sampled: bool = True
     # Episodes per evaluation, on fixed seeds eval_seed, eval_seed + 1, ... (unseen in training).
     eval_episodes: int = 30
     # Also evaluate the starting policy (row "iteration": 0): the run then reports its before and after.

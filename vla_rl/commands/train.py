@@ -27,7 +27,7 @@ from vla_rl.train_config import TrainConfig
 CONFIG_FILE = "train_config.yaml"
 # Options that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_every", "eval_episodes", "eval_videos",
-                     "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out", "eval_before",
+                     "eval_sampled", "save_every", "learner_threads", "ray_address", "wandb", "overwrite", "out", "eval_before",
                      # where things run, not what they compute
                      "cpus_per_runner", "gpus_per_runner", "runner_resources", "cpus_per_learner", "gpus_per_learner",
                      "sample_timeout_s", "max_runner_restarts", "runner_restore_timeout_s")
@@ -264,12 +264,21 @@ def run(cfg: TrainConfig) -> int:
                                      videos=videos, out=out / "eval" / f"{at:06d}" if videos else None,
                                      progress=eval_bar)
         result.pop("per_episode")
+        row = {f"{ns}/success_rate": result["success_rate"], f"{ns}/success_ci_low": result["success_rate_ci95"][0],
+               f"{ns}/success_ci_high": result["success_rate_ci95"][1], f"{ns}/return": result["mean_return"],
+               f"{ns}/length": result["mean_length"]}
+        sampled = ""
+        if cfg.eval_sampled and not validation:  # the policy PPO optimises, on the same seeds
+            gen = evaluate_policy(learner_module(algo).policy, env_id, episodes, seed=seed, options=options, greedy=False,
+                                  temperature=cfg.temperature)
+            row.update({f"{ns}/sampled_success_rate": gen["success_rate"],
+                        f"{ns}/sampled_success_ci_low": gen["success_rate_ci95"][0],
+                        f"{ns}/sampled_success_ci_high": gen["success_rate_ci95"][1]})
+            sampled = f", sampled {gen['success_rate']:.2f}"
         bar.write(f"iteration {at}: greedy success {result['success_rate']:.2f} (95% CI "
-                  f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f})"
+                  f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f}){sampled}"
                   f"{' on the validation seeds' if validation else ''}")
-        return result, {f"{ns}/success_rate": result["success_rate"], f"{ns}/success_ci_low": result["success_rate_ci95"][0],
-                        f"{ns}/success_ci_high": result["success_rate_ci95"][1], f"{ns}/return": result["mean_return"],
-                        f"{ns}/length": result["mean_length"], f"perf/{ns}_s": time.perf_counter() - t_eval}
+        return result, {**row, f"perf/{ns}_s": time.perf_counter() - t_eval}
 
     before: dict = {}
     try:
