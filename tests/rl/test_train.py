@@ -141,10 +141,13 @@ def test_train_end_to_end_logs_every_namespace(runs):
     assert [r["env_steps"] for r in rows] == [120, 240, 360, 480]
     for key in ("rollout/success_rate", "rollout/return", "rollout/env_return", "losses/policy", "losses/value",
                 "policy/entropy", "policy/clipfrac", "policy/approx_kl", "policy/first_ratio_max_dev",
-                "value/explained_variance", "kl/ref_per_token", "kl/k3_per_token", "kl/beta", "perf/sample_s",
+                "value/explained_variance", "value/explained_variance_batch", "kl/ref_per_token", "kl/k3_per_token",
+                "kl/beta", "perf/sample_s",
                 "perf/learn_s", "perf/sync_s", "perf/env_steps_per_s", "perf/sync_fraction"):
         assert all(key in r for r in rows), key
     assert all(abs(r["policy/first_ratio_max_dev"]) < 1e-5 for r in rows)
+    evaluated = [r for r in rows if "eval/success_rate" in r]
+    assert evaluated and all(0 <= r["eval/sampled_success_rate"] <= 1 for r in evaluated)  # greedy and sampled
     assert 0 <= rows[0]["kl/ref_per_token"] < rows[-1]["kl/ref_per_token"]  # the policy drifts from the reference
     last = runs / "four/checkpoints/last"
     assert last.is_symlink() and (last / "pretrained_model/adapter").is_dir() and (last / "rllib").is_dir()
