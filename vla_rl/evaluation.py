@@ -122,6 +122,9 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
                 done = False
                 for k in range(policy.spec.chunk_size):
                     action = out.actions[j, k]
+                    # Render only the frames a decision (or a video) sees: the chunk's last step; an episode that ends
+                    # inside the chunk is reset next, so its last frame is never used (see envs.chunking).
+                    s.env.render_observations = s.episode < record or k == policy.spec.chunk_size - 1
                     s.obs, reward, term, trunc, info = s.env.step(action)
                     s.ret += float(reward)
                     s.length += 1
@@ -138,6 +141,7 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
                     if term or trunc:
                         done = True
                         break
+                s.env.render_observations = True
                 if done:
                     records[s.episode] = {"episode": s.episode, "seed": seed + s.episode, "success": s.success,
                                           "return": s.ret, "length": s.length}

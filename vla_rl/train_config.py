@@ -85,6 +85,11 @@ class TrainConfig:
     shuffle_advantages: bool = False
     # PPO clip ε of the probability ratio.
     clip: float = 0.2
+    # The PPO ratio: "decision" = one per decision (π_new/π_old of its K·D tokens together); "token" = one per action
+    # token with the decision's advantage, averaged over the decision (SimpleVLA-RL, torchrl vla_grpo). Use "token"
+    # when a decision has many tokens (action chunks: K·D = 20 at K = 5 on Meta-World), where the product of many
+    # per-token ratios clips most decisions after the first minibatch.
+    ratio: str = "decision"
     # KL-to-reference coefficient β (nats per decision, summed over its K·D tokens); 0 = no KL penalty.
     beta: float = 0.05
     # Adapt β toward this KL per token (nats) — 0 = keep β fixed.
@@ -227,6 +232,7 @@ class TrainConfig:
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("clip", self.clip, 1e-6, 10.0)
+        check_choice("ratio", self.ratio, ("decision", "token"))
         if isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and self.beta < 0:
             raise ConfigError(f"beta={self.beta} is negative: the KL penalty coefficient must be >= 0 (0 = no penalty)")
         check_range("beta", self.beta, 0.0, 1e6)

@@ -120,6 +120,24 @@ def test_whiten():
     assert x.mean().item() == pytest.approx(0.0, abs=1e-6) and x.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_token_clipped_surrogate_averages_per_token_clipped_terms_over_the_decision():
+    from vla_rl.rl.ppo_math import token_clipped_surrogate
+
+    old = torch.zeros(2, 2)
+    new = torch.log(T([[1.5, 1.0], [0.5, 1.1]]))  # decision 0: token ratios 1.5 (clipped at 1.2), 1.0
+    adv = T([1.0, -2.0])
+    loss, ratio, clipfrac = token_clipped_surrogate(new, old, adv, clip=0.2)
+    # decision 0 (A = 1): min(1.5, 1.2) = 1.2 and 1.0 -> mean 1.1; decision 1 (A = -2): min(-1.0, -1.6) = -1.6 and
+    # min(-2.2, -2.2) = -2.2 -> mean -1.9. Loss = -(1.1 - 1.9) / 2 = 0.4; tokens outside [0.8, 1.2]: 1.5 and 0.5.
+    assert loss.item() == pytest.approx(0.4)
+    assert clipfrac.item() == pytest.approx(0.5) and torch.allclose(ratio, new.exp())
+    # the decision-level ratio of the same tokens: 1.5 x 1.0 and 0.5 x 1.1 (both clipped as a whole)
+    d_loss, _, d_clip = clipped_surrogate(new.sum(-1), old.sum(-1), adv, clip=0.2)
+    assert d_clip.item() == 1.0 and d_loss.item() == pytest.approx(-(1.2 - 2 * 0.8) / 2)
+    masked, _, _ = token_clipped_surrogate(new, old, adv, clip=0.2, mask=T([True, False]))
+    assert masked.item() == pytest.approx(-1.1)
+
+
 def test_whiten_with_a_mask_uses_only_the_loss_rows():
     x, mask = T([1.0, 3.0, 100.0, 5.0, -50.0]), T([True, True, False, True, False])
     # loss rows 1, 3, 5: mean 3, population variance 8/3 -> (x - 3) / sqrt(8/3) there; the masked rows do not count

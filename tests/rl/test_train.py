@@ -116,6 +116,20 @@ def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, t
         grouped.stop()
 
 
+def test_per_token_ratio_trains_from_the_samplers_token_log_probs(algo, tiny_policy):
+    from vla_rl.rl.checkpoint import learner_module
+
+    per_token = build_algo(tiny_policy, ratio="token", lr=1e-3)  # beside `algo`, in the same Ray
+    try:
+        module = learner_module(per_token)
+        before = {k: v.clone() for k, v in module.state_dict().items() if "lora_" in k}
+        row = per_token.train()["learners"]["default_policy"]
+        assert row["policy/first_token_logp_max_dev"] < 1e-5 and row["policy/first_ratio_max_dev"] < 1e-5
+        assert any(not torch.equal(module.state_dict()[k], v) for k, v in before.items())
+    finally:
+        per_token.stop()
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_policy, tmp_path_factory):
     """`vla-rl train` 4 iterations in one go, and 2 + 2 with a resume in between."""

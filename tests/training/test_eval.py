@@ -59,3 +59,22 @@ def test_eval_mismatches_are_named(trained, tmp_path, capsys):
     assert "takes 4-D actions; the policy emits 2-D" in capsys.readouterr().err
     assert main(["eval", "--policy", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert "policy.json: not found" in capsys.readouterr().err
+
+
+def test_eval_renders_only_the_frames_a_decision_sees_and_gets_the_same_episodes(trained, monkeypatch):
+    from envs.tabletop.tasks import TabletopBackend
+    from envs.wrapper import VLAEnv
+    from vla_rl.evaluation import evaluate_policy
+    from vla_rl.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(trained)  # chunk size 2
+    renders = []
+    original = TabletopBackend.render
+    monkeypatch.setattr(TabletopBackend, "render", lambda self: renders.append(1) or original(self))
+    skipped = evaluate_policy(policy, "tabletop/touch-color", 4, seed=3, num_envs=2)["per_episode"]
+    n_skipped = len(renders)
+    renders.clear()
+    monkeypatch.setattr(VLAEnv, "render_observations", property(lambda self: True, lambda self, value: None), raising=False)
+    every = evaluate_policy(policy, "tabletop/touch-color", 4, seed=3, num_envs=2)["per_episode"]
+    assert skipped == every
+    assert n_skipped < 0.6 * len(renders)  # about one render per decision instead of one per env step

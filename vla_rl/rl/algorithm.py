@@ -288,7 +288,7 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                   grad_clip=cfg.grad_clip or None, grad_clip_by="global_norm",
                   learner_class=VLAPPOLearner,
                   learner_config_dict={
-                      "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
+                      "ratio": cfg.ratio, "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
                       "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "preference": cfg.reward == "preference",
                       "rollout_length": cfg.rollout_length, "group_size": cfg.group_size, "shuffle_advantages": cfg.shuffle_advantages,

@@ -19,7 +19,8 @@ of an optimizer, so a second lr needs a second optimizer). Global-norm gradient 
 RLlib's (`grad_clip`). A step whose loss or gradients hold NaN/inf is skipped — nothing applied,
 the optimizers' moments untouched — and counted in `losses/skipped_steps`.
 
-`learner_config_dict`: lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
+`learner_config_dict`: ratio ("decision": one PPO ratio per decision, the sum of its K·D token log-ratios; "token":
+one per token, averaged over the decision — `ppo_math.token_clipped_surrogate`), lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
 critic_warmup (updates that train only the value loss, so a fresh value head does not feed noise
 advantages to a good BC policy), temperature (must equal the module's), reward_model (a directory or ""), ref_chunk, kl_reference
 (False drops the reference pass and the KL term: the memory benchmark's control arm).
@@ -39,7 +40,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from vla_rl.rl import ppo_math
 from vla_rl.rl.env import GROUP_SEED
-from vla_rl.rl.module import BIN_LOGP, ENTROPY, TOKEN_LOGP
+from vla_rl.rl.module import BIN_LOGP, ENTROPY, SAMPLED_TOKEN_LOGP, TOKEN_LOGP
 
 REF_BIN_LOGP = "ref_bin_logp"  # (B, K·D, 256) the reference policy's bin distributions
 REF_TOKEN_LOGP = "ref_token_logp"  # (B, K·D) the reference log-prob of each sampled token
@@ -312,7 +313,11 @@ class VLAPPOLearner(PPOTorchLearner):
         mask = batch[Columns.LOSS_MASK].float() if Columns.LOSS_MASK in batch else None
         logp_new, logp_old = fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP]
         advantages = batch[Postprocessing.ADVANTAGES]
-        pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)
+        if cfg.get("ratio", "decision") == "token":
+            pg_loss, ratio, clipfrac = ppo_math.token_clipped_surrogate(
+                fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
+        else:
+            pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)
         values = fwd_out[Columns.EMBEDDINGS]
         vf_loss = ppo_math.value_loss(values, values, batch[Postprocessing.VALUE_TARGETS], None, mask)
         if REF_BIN_LOGP in batch:
@@ -349,6 +354,9 @@ class VLAPPOLearner(PPOTorchLearner):
                 # the policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not).
                 dev = (ratio - 1.0).abs()
                 stats["policy/first_ratio_max_dev"] = float(dev[mask.bool()].max() if mask is not None else dev.max())
+                if SAMPLED_TOKEN_LOGP in batch:  # the sampler's per-token log-probs match the learner's too
+                    tok = (fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]).abs()
+                    stats["policy/first_token_logp_max_dev"] = float(tok[mask.bool()].max() if mask is not None else tok.max())
                 token_logp = fwd_out[TOKEN_LOGP]
                 ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
                 stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask))

@@ -37,6 +37,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from vla_rl.policy.vla_policy import PolicyError
 
 TOKEN_LOGP = "token_logp"  # (B, K·D) log-prob of each sampled token (train forward)
+SAMPLED_TOKEN_LOGP = "sampled_token_logp"  # (B, K·D) the same at sampling time (the per-token PPO ratio's π_old)
 ENTROPY = "entropy"  # (B, K·D) entropy of each token's bin distribution
 BIN_LOGP = "bin_logp"  # (B, K·D, 256) the bin distributions (exact KL to the reference)
 VALUE_CHUNK = 64  # rows per value forward in compute_values
@@ -127,7 +128,7 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         with torch.no_grad():  # overriding drops the base class's no_grad
             out = self.policy.act(batch[Columns.OBS], temperature=self.temperature, generator=self.generator)
-        return {Columns.ACTIONS: self._bins(out.tokens), Columns.ACTION_LOGP: out.logp_sum}
+        return {Columns.ACTIONS: self._bins(out.tokens), Columns.ACTION_LOGP: out.logp_sum, SAMPLED_TOKEN_LOGP: out.logp}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         self.policy.eval()  # forward_train calls train(); keep sampling's numerics (no dropout anywhere)
