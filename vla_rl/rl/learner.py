@@ -343,12 +343,15 @@ class VLAPPOLearner(PPOTorchLearner):
             stats = {
                 "losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
                 "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac),
-                "policy/approx_kl": float(ppo_math.approx_kl(logp_new, logp_old, mask)),
+                "policy/approx_kl": float(ppo_math.approx_kl(logp_new, logp_old, mask)),  # per decision
                 "value/explained_variance": ppo_math.explained_variance(values, batch[Postprocessing.VALUE_TARGETS], mask),
                 "value/mean": float(ppo_math.masked_mean(values, mask)),
                 "kl/ref_per_token": kl_per_token,
                 "kl/beta": beta,
             }
+            if SAMPLED_TOKEN_LOGP in batch:
+                log_r = fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]
+                stats["policy/approx_kl_per_token"] = float(ppo_math.masked_mean((log_r.exp() - 1.0 - log_r).mean(-1), mask))
             if self._first_minibatch:
                 # On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from
                 # the policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not).
