@@ -31,35 +31,35 @@ import torch
 
 def sample_episodes(policy, env_config: dict, seeds: list[int], group_size: int, gen) -> list[dict]:
     """Whole episodes: each seed `group_size` times; per episode its observations, tokens, return and seed."""
-    import gymnasium as gym
-
     from vla_rl.rl.env import make_rl_env
 
-    n = len(seeds) * group_size
-    vec = gym.vector.SyncVectorEnv([lambda i=i: make_rl_env({**env_config, "seed": 100 + i}) for i in range(n)],
-                                   autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     starts = [s for s in seeds for _ in range(group_size)]
+    envs = [make_rl_env({**env_config, "seed": 100 + i}) for i in range(len(starts))]
     try:
-        for e, s in zip(vec.envs, starts, strict=True):  # SeededEpisodes ignores a reset seed: queue the start
+        obs = []
+        for e, s in zip(envs, starts, strict=True):  # SeededEpisodes ignores a reset seed: queue the start
             e.get_wrapper_attr("queue_seed")(s)
-        obs, _ = vec.reset()
+            obs.append(e.reset()[0])
         episodes = [{"seed": s, "obs": [], "tokens": [], "return": 0.0, "success": False} for s in starts]
-        alive = np.ones(n, bool)
-        while alive.any():
-            out = policy.act(obs, temperature=1.0, generator=gen)
+        alive = list(range(len(envs)))
+        while alive:
+            batch = {k: np.stack([obs[i][k] for i in alive]) for k in obs[alive[0]]}
+            out = policy.act(batch, temperature=1.0, generator=gen)
             bins = (out.tokens - policy.action_tokenizer.token_offset).numpy()
-            for i in np.flatnonzero(alive):
-                episodes[i]["obs"].append({k: v[i] for k, v in obs.items()})
-                episodes[i]["tokens"].append(out.tokens[i])
-            obs, reward, term, trunc, info = vec.step(bins)
-            for i in np.flatnonzero(alive):
-                episodes[i]["return"] += float(reward[i])
-                episodes[i]["success"] |= bool(info["success"][i])
-                if term[i] or trunc[i]:
-                    alive[i] = False
+            still = []
+            for j, i in enumerate(alive):
+                episodes[i]["obs"].append(obs[i])
+                episodes[i]["tokens"].append(out.tokens[j])
+                obs[i], reward, term, trunc, info = envs[i].step(bins[j])
+                episodes[i]["return"] += float(reward)
+                episodes[i]["success"] |= bool(info["success"])
+                if not (term or trunc):
+                    still.append(i)
+            alive = still
         return episodes
     finally:
-        vec.close()
+        for e in envs:
+            e.close()
 
 
 def episode_gradients(policy, params: list[torch.Tensor], episodes: list[dict], rows: int) -> torch.Tensor:
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     policy = VLAPolicy.from_pretrained(args.policy)
     policy.requires_grad_(False)
-    torch.manual_seed(args.seed)
-    policy.add_lora(r=16, alpha=32, init_lora_weights=False)  # random B as well: a LoRA after some RL steps
+    torch.manual_seed(args.seed)  # LoRA's A
+    policy.add_lora(r=16, alpha=32)  # as `vla-rl train` starts: B = 0, so the first update's gradient is on B
     policy.eval()
     params = [p for n, p in policy.named_parameters() if p.requires_grad and "value_head" not in n]
     env_config = {"env_id": policy.spec.train_env, "env_options": dict(policy.spec.train_env_options or {}),

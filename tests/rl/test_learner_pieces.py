@@ -95,10 +95,10 @@ def test_group_estimator_gives_each_episode_its_return_minus_its_groups_mean():
     add_one_ts_to_episodes_and_truncate(episodes)  # what the PPO pipeline does next: one bootstrap row per chunk
     rewards = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 4.0, 4.0, 0.0])
     batch = {"default_policy": {Columns.REWARDS: rewards, **_flags([2, 3, 1, 2], [True] * 3 + [False], [False] * 3 + [True])}}
-    out = Advantages(estimator="group", whiten=False)(rl_module={"default_policy": _ConstantCritic(0.5)}, batch=batch,
+    out = Advantages(estimator="group")(rl_module={"default_policy": _ConstantCritic(0.5)}, batch=batch,
                                                        episodes=episodes, shared_data=shared)["default_policy"]
     # +1 / -1 on the real rows of group 7 (scale sqrt(mean(1, 1)) = 1), 0 for the lone and the cut episode, and
-    # 0 on every bootstrap row
+    # 0 on every bootstrap row — with the production setting (whiten on: it must not re-centre group advantages)
     expected = torch.tensor([1.0, 1.0, 0.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert torch.equal(out[Postprocessing.ADVANTAGES], expected)
     # the value targets stay GAE's (gamma 0.99, lambda 0.95 by default) so the critic still trains: a terminated

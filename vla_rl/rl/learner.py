@@ -162,7 +162,8 @@ class Advantages(ConnectorV2):
     - advantages: GAE's (`estimator="gae"`), or group-relative (`"group"`, GRPO / SimpleVLA-RL: each episode's
       return minus its group's mean, `ppo_math.group_advantages`; episodes cut at the rollout boundary or alone in
       their group weigh 0) — value targets stay GAE's either way, so the critic still trains and is measured;
-    - `whiten`: zero mean, unit std over the loss rows (`ppo_math.whiten` with the mask); bootstrap rows get 0.
+    - `whiten` (GAE only): zero mean, unit std over the loss rows (`ppo_math.whiten` with the mask); the group
+      estimator is already centred and scaled, and its zeros must stay zero; bootstrap rows get 0 either way.
     Logs `value/explained_variance_batch`: the critic's explained variance on this fresh batch, before it trains on
     it (a held-out measure; < 0 means the critic is worse than the batch's mean return), and with the group
     estimator `policy/informative_groups` (the fraction of groups whose returns differ).
@@ -187,9 +188,10 @@ class Advantages(ConnectorV2):
             next_values = torch.cat([values[1:], values.new_zeros(1)])
             advantages, targets = ppo_math.gae(rewards, values, next_values, terminated, terminated | truncated | ~mask,
                                                self.gamma, self.lam)
-            if self.estimator == "group":
+            if self.estimator == "group":  # already centred per group and scaled per batch: whitening again would
+                # re-centre by the row-weighted mean and give every zero-advantage episode (cut, alone, all alike) a push
                 advantages = self._group(chunks, mid, rewards, shared_data[GROUP_OUTCOMES], metrics).to(device)
-            if self.whiten:
+            elif self.whiten:
                 advantages = ppo_math.whiten(advantages, mask)
             advantages = torch.where(mask, advantages, torch.zeros_like(advantages))
             mb[Postprocessing.ADVANTAGES], mb[Postprocessing.VALUE_TARGETS], mb[VF_PREDS] = advantages, targets, values
