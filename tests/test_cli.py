@@ -25,7 +25,7 @@ def test_verb_help_explains_options(capsys):
 def test_envs_json_lists_every_task(capsys):
     assert main(["envs", "--json", "true"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 53
+    assert len(rows) == 54
     drawer = next(r for r in rows if r["id"] == "metaworld/drawer-open")
     assert drawer["action_dim"] == 4 and drawer["instructions"] == ["open the drawer"]
 

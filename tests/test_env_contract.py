@@ -101,7 +101,7 @@ def test_unknown_env_id_suggests_close_match():
 def test_registry_lists_all_50_metaworld_tasks_and_gym_make_works():
     specs = list_specs()
     assert sum(s.family == "metaworld" for s in specs) == 50
-    assert sum(s.family == "tabletop" for s in specs) == 3
+    assert sum(s.family == "tabletop" for s in specs) == 4
     env = gym.make("vla_rl/tabletop.off-center", image_size=32)
     obs, _ = env.reset(seed=0)
     assert obs["image"].shape == (32, 32, 3)
