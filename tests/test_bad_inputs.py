@@ -128,6 +128,8 @@ CASES = [
     (["train"], "--policy {r}/" + P + ' --runner_resources {{"sim":-1}} --out {w}/t', "runner_resources.sim=-1.0"),
     (["train"], "--policy {r}/" + P + " --gpus_per_learner 1 --out {w}/t", "gpus_per_learner=1.0 needs num_learners >= 1"),
     (["train"], "--policy {r}/" + P + " --base_dtype fp8 --out {w}/t", "base_dtype='fp8' is not allowed"),
+    (["train"], "--policy {r}/" + P + " --ratio sequence --out {w}/t", "ratio='sequence' is not allowed"),
+    (["train"], "--policy {r}/" + P + " --eval_sampled maybe --out {w}/t", "eval_sampled"),
     (["train"], "--policy {r}/" + P + " --reward preference --preference.selection random --out {w}/t",
      "preference.selection='random' is not allowed"),
     (["train"], "--policy {r}/" + P + " --reward preference --preference.labeler openai --out {w}/t",

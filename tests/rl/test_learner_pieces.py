@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from vla_rl.rl.learner import (
+from vla_rl.rl.connectors import (
     ENV_REWARDS,
     VF_PREDS,
     Advantages,

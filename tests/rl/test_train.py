@@ -309,7 +309,7 @@ def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss
 
     from envs import EnvOptions
     from vla_rl.rl.env import build_rl_env
-    from vla_rl.rl.learner import VF_PREDS
+    from vla_rl.rl.connectors import VF_PREDS
 
     learner = algo.learner_group._learner
     gamma, lam = algo.config.gamma, algo.config.lambda_

@@ -1,0 +1,233 @@
+"""The learner-connector pieces of the VLA PPO learner, in pipeline order (RLlib's own pieces between them):
+
+    EpisodeOutcomes (first; with group_size > 1) -> [RLlib: bootstrap rows, observations, batching]
+    -> RewardModelRelabel (with a reward model) -> ReferenceBinLogp -> Advantages (replaces RLlib's GAE)
+    -> ShuffledAdvantages (the no-credit control) -> DropBootstrapRows (last)
+
+Each sees `{module_id: {column: tensor}}` with RLlib's row layout: per episode chunk its real rows, then one masked
+bootstrap row (`LOSS_MASK` False) holding the chunk's last observation.
+"""
+
+from __future__ import annotations
+
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from vla_rl.rl import ppo_math
+from vla_rl.rl.env import GROUP_SEED
+
+REF_BIN_LOGP = "ref_bin_logp"  # (B, K·D, 256) the reference policy's bin distributions
+REF_TOKEN_LOGP = "ref_token_logp"  # (B, K·D) the reference log-prob of each sampled token
+ENV_REWARDS = "env_rewards"  # the env's reward, kept beside a reward model's for audit
+
+
+def unwrap(module):
+    return module.unwrapped() if hasattr(module, "unwrapped") else module
+
+
+class ReferenceBinLogp(ConnectorV2):
+    """Adds REF_BIN_LOGP / REF_TOKEN_LOGP: the reference policy's distributions, once per batch, no grad."""
+
+    def __init__(self, *args, chunk: int = 64, temperature: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chunk, self.temperature = int(chunk), float(temperature)
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mid, mb in batch.items():
+            module = unwrap(rl_module[mid])
+            policy = module.policy
+            obs, tokens = mb[Columns.OBS], module._tokens(mb[Columns.ACTIONS])
+            # Only the loss rows: the bootstrap rows are dropped before the loss (their entries stay 0).
+            rows = torch.nonzero(torch.as_tensor(mb[Columns.LOSS_MASK]).bool().cpu()).squeeze(-1) \
+                if Columns.LOSS_MASK in mb else torch.arange(len(tokens))
+            parts = []
+            was_training = policy.training
+            policy.eval()
+            with torch.no_grad(), policy.reference():
+                for i in range(0, len(rows), self.chunk):
+                    sel = rows[i:i + self.chunk]
+                    parts.append(policy.evaluate({k: v[sel.to(v.device)] for k, v in obs.items()},
+                                                 tokens[sel.to(tokens.device)], self.temperature).bin_logp)
+            policy.train(was_training)
+            n_tok, n_bins = policy.spec.n_action_tokens, policy.action_tokenizer.n_bins
+            ref = torch.zeros(len(tokens), n_tok, n_bins, device=parts[0].device if parts else "cpu")
+            if parts:
+                ref[rows.to(ref.device)] = torch.cat(parts)
+            mb[REF_BIN_LOGP] = ref
+            off = policy.action_tokenizer.token_offset
+            mb[REF_TOKEN_LOGP] = ref.gather(-1, (tokens - off)[..., None].to(ref.device)).squeeze(-1)
+        return batch
+
+
+class RewardModelRelabel(ConnectorV2):
+    """Replace the env's rewards by a reward model's before GAE (the env's kept as ENV_REWARDS).
+
+    The reward of row t is the model's reward of the frame the action led to, i.e. of row t + 1's
+    observation: rows are consecutive per episode chunk and RLlib appends each chunk's last
+    observation as a masked bootstrap row, so t + 1 always exists and belongs to the same chunk.
+    Bootstrap rows keep reward 0. The model is a saved one (`reward_model_dir`, --reward model) or
+    the online loop's newest (`set_model`, --reward preference). Logs the reward-hacking monitor:
+    `reward/learned_mean`, `reward/gt_mean` and their per-batch Pearson correlation `reward/gt_corr`.
+    """
+
+    def __init__(self, *args, reward_model_dir: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model = None
+        if reward_model_dir:
+            from reward_models.reward_model import RewardEnsemble
+
+            self.set_model(RewardEnsemble.load(reward_model_dir))
+
+    def set_model(self, model) -> None:
+        self.model = model.eval() if model is not None else None
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        if self.model is None:
+            raise RuntimeError("no reward model yet: the online loop must provide one before the first update")
+        for mid, mb in batch.items():
+            obs = mb[Columns.OBS]
+            mask = mb[Columns.LOSS_MASK].bool()
+            scores = torch.as_tensor(self.model.reward({"image": obs["image"].cpu().numpy(),
+                                                        "instruction": obs["instruction"].cpu().numpy()}),
+                                     dtype=torch.float32)
+            rewards = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
+            idx = torch.nonzero(mask).squeeze(-1)
+            rewards[idx] = scores[idx + 1].to(rewards.device)
+            mb[ENV_REWARDS] = mb[Columns.REWARDS]
+            mb[Columns.REWARDS] = rewards
+            if metrics is not None and len(idx):
+                learned, gt = rewards[idx].double(), torch.as_tensor(mb[ENV_REWARDS])[idx].double()
+                corr = torch.corrcoef(torch.stack([learned, gt]))[0, 1] if len(idx) > 1 else torch.tensor(float("nan"))
+                for key, value in (("reward/learned_mean", learned.mean()), ("reward/gt_mean", gt.mean()),
+                                   ("reward/gt_corr", corr)):
+                    metrics.log_value((mid, key), float(value), window=1)
+        return batch
+
+
+GROUP_OUTCOMES = "vla_group_outcomes"  # shared_data key: per-episode (group seed, finished), in batch order
+
+
+class EpisodeOutcomes(ConnectorV2):
+    """First piece of the learner pipeline: notes each episode chunk's group seed (from its reset info) and whether
+    it finished inside the rollout — before later pieces extend the chunks by a bootstrap step."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        rows = []
+        for e in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
+            seed = int(e.get_infos(0).get(GROUP_SEED, -1)) if e.t_started == 0 else -1  # a continued chunk: no group
+            rows.append((seed, bool(e.is_done) and seed >= 0))
+        shared_data[GROUP_OUTCOMES] = rows
+        return batch
+
+
+VF_PREDS = "vla_vf_preds"  # the critic's values of the batch's rows before the update (held-out explained variance)
+
+
+class Advantages(ConnectorV2):
+    """Replaces RLlib's `GeneralAdvantageEstimation`: value targets and advantages from `ppo_math`, whitened over the
+    loss rows only.
+
+    RLlib 2.60's GAE standardises advantages over every row of the batch, including the masked bootstrap row that
+    `AddOneTsToEpisodesAndTruncate` appends to each episode chunk (a quarter of the rows on a 3-decision task; those
+    rows' "advantages" leak in from the next chunk). Here:
+    - values: `compute_values` once on the whole batch (no grad), kept as VF_PREDS;
+    - targets: `ppo_math.gae` over the batch's rows in RLlib's layout — V(s_{t+1}) is the next row (the bootstrap
+      row after a chunk's last real row), a terminated row does not bootstrap, a chunk's last real row and every
+      bootstrap row cut the λ-trace;
+    - advantages: GAE's (`estimator="gae"`), or group-relative (`"group"`, GRPO / SimpleVLA-RL: each episode's
+      return minus its group's mean, `ppo_math.group_advantages`; episodes cut at the rollout boundary or alone in
+      their group weigh 0) — value targets stay GAE's either way, so the critic still trains and is measured;
+    - whitening (GAE only): zero mean, unit std over the loss rows (`ppo_math.whiten` with the mask); the group
+      estimator is already centred and scaled, and its zeros must stay zero; bootstrap rows get 0 either way.
+    Logs `value/explained_variance_batch`: the critic's explained variance on this fresh batch, before it trains on
+    it (a held-out measure; < 0 means the critic is worse than the batch's mean return), and with the group
+    estimator `policy/informative_groups` (the fraction of groups whose returns differ).
+    """
+
+    def __init__(self, *args, gamma: float = 0.99, lam: float = 0.95, estimator: str = "gae", **kwargs):
+        super().__init__(*args, **kwargs)
+        if estimator not in ("gae", "group"):
+            raise ValueError(f"advantage estimator {estimator!r}: choose 'gae' or 'group'")
+        self.gamma, self.lam, self.estimator = float(gamma), float(lam), estimator
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        chunks = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
+        for mid, mb in batch.items():
+            values = unwrap(rl_module[mid]).compute_values(mb).detach().float()
+            device = values.device
+            rewards = torch.as_tensor(mb[Columns.REWARDS], dtype=torch.float32, device=device)
+            terminated = torch.as_tensor(mb[Columns.TERMINATEDS], device=device).bool()
+            truncated = torch.as_tensor(mb[Columns.TRUNCATEDS], device=device).bool()
+            mask = torch.as_tensor(mb[Columns.LOSS_MASK], device=device).bool()
+            next_values = torch.cat([values[1:], values.new_zeros(1)])
+            advantages, targets = ppo_math.gae(rewards, values, next_values, terminated, terminated | truncated | ~mask,
+                                               self.gamma, self.lam)
+            if self.estimator == "group":  # already centred per group and scaled per batch: whitening again would
+                # re-centre by the row-weighted mean and give every zero-advantage episode (cut, alone, all alike) a push
+                advantages = self._group(chunks, mid, rewards, shared_data[GROUP_OUTCOMES], metrics).to(device)
+            else:
+                advantages = ppo_math.whiten(advantages, mask)
+            advantages = torch.where(mask, advantages, torch.zeros_like(advantages))
+            mb[Postprocessing.ADVANTAGES], mb[Postprocessing.VALUE_TARGETS], mb[VF_PREDS] = advantages, targets, values
+            if metrics is not None:
+                metrics.log_value((mid, "value/explained_variance_batch"),
+                                  ppo_math.explained_variance(values, targets, mask), window=1)
+        return batch
+
+    @staticmethod
+    def _group(chunks, mid, rewards, outcomes, metrics) -> torch.Tensor:
+        groups = torch.tensor([r[0] for r in outcomes], dtype=torch.int64)
+        valid = torch.tensor([r[1] for r in outcomes], dtype=torch.bool)
+        lengths = torch.tensor([len(e) for e in chunks if e.module_id in (None, mid)])  # rows per chunk (+ bootstrap)
+        if int(lengths.sum()) != len(rewards):
+            raise RuntimeError(f"group advantages: {int(lengths.sum())} rows in the episodes for a batch of {len(rewards)}")
+        owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        returns = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, owner, rewards.double().cpu())
+        per_episode = ppo_math.group_advantages(returns, groups, valid)
+        if metrics is not None:
+            spread = [float(per_episode[valid & (groups == g)].abs().max()) > 0 for g in torch.unique(groups[valid])]
+            metrics.log_value((mid, "policy/informative_groups"), float(sum(spread)) / max(1, len(spread)), window=1)
+        return per_episode[owner]
+
+
+class DropBootstrapRows(ConnectorV2):
+    """Last piece: remove the masked bootstrap rows once advantages and value targets exist. They carry no loss, yet
+    each minibatch would run them forward and backward — on a 2-decision task a third of the learner's compute."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mid, mb in batch.items():
+            keep = torch.as_tensor(mb[Columns.LOSS_MASK]).bool()
+            n = len(keep)
+            if bool(keep.all()):
+                continue
+
+            def take(value):
+                if isinstance(value, dict):
+                    return {k: take(v) for k, v in value.items()}
+                if torch.is_tensor(value) and value.ndim and len(value) == n:
+                    return value[keep.to(value.device)]
+                raise RuntimeError(f"learner batch column of type {type(value).__name__} / shape "
+                                   f"{getattr(value, 'shape', None)}: cannot drop its bootstrap rows")
+
+            batch[mid] = {k: take(v) for k, v in mb.items()}
+        return batch
+
+
+class ShuffledAdvantages(ConnectorV2):
+    """A control, never a training setting: permute the advantages over the batch's loss rows (same values, same
+    scale, no credit left). A run that gains as much with it as without was not learning from its reward."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mb in batch.values():
+            adv = mb[Postprocessing.ADVANTAGES]
+            rows = torch.nonzero(torch.as_tensor(mb[Columns.LOSS_MASK]).bool().cpu()).squeeze(-1)
+            shuffled = adv.clone()
+            shuffled[rows.to(adv.device)] = adv[rows[torch.randperm(len(rows), generator=self.generator)].to(adv.device)]
+            mb[Postprocessing.ADVANTAGES] = shuffled
+        return batch
