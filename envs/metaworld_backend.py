@@ -18,7 +18,7 @@ FAMILY = "metaworld"
 # Meta-World's v2 reward lies in [0, 10] and reaches 10 at success; progress = reward / 10.
 REWARD_SCALE = 10.0
 DEFAULT_EPISODE_STEPS = 200  # Meta-World allows 500; the experts finish nearly every task in < 200
-# Tasks whose shipped expert needs longer (measured by experiments/bench_envs.py; see README).
+# Tasks whose shipped expert needs longer (measured by experiments/bench_envs.py; see docs/benchmarks.md, Environments).
 EPISODE_STEPS_OVERRIDES = {"push-back": 400}
 
 

@@ -81,7 +81,7 @@ class TrainConfig:
     # so rollout_length should cover an episode. Must divide envs_per_runner. 1 = GAE with the value head.
     group_size: int = 1
     # A control for benchmarks, not a training setting: permute the advantages over each batch (same values, no
-    # credit). If a run gains as much with it, the gain was not learned from the reward (README, Benchmarks, RL).
+    # credit). If a run gains as much with it, the gain was not learned from the reward (docs/benchmarks.md, RL fine-tuning).
     shuffle_advantages: bool = False
     # PPO clip ε of the probability ratio.
     clip: float = 0.2
@@ -120,7 +120,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     # Regex of module names that get LoRA: by default the LM's attention query and value projections (PEFT's default
     # targets for Llama): the weight sync is 1.4 percent of the small policy vs 6.8 with every projection, and drawer-open
-    # learned within the spread of every-projection seeds (one seed; README, Benchmarks, RL). "" = every LM attention
+    # learned within the spread of every-projection seeds (one seed; docs/benchmarks.md, RL fine-tuning). "" = every LM attention
     # and MLP projection.
     lora_target_modules: str = r".*(language_model|text_model)\..*\.(q_proj|v_proj)"
     # Greedy evaluation every N iterations and at the end (0 = only at the end; -1 = never).

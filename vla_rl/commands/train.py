@@ -6,7 +6,7 @@ PPO with β·KL to the reference, and the new LoRA weights go to the runners. Ev
 iterations the learner's policy is evaluated greedily on fixed unseen seeds through the same code
 as `vla-rl eval` (with `val_episodes`, also on separate validation seeds, whose best checkpoint becomes
 `checkpoints/best`). One JSON row per iteration goes to OUT/metrics.jsonl (and to wandb): the
-metric names and their healthy ranges are listed in the README ("Training metrics").
+metric names and their healthy ranges are listed in docs/training.md ("Training metrics").
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _check_resumable(cfg: TrainConfig, out: Path) -> None:
 
 
 def flatten_result(result: dict) -> dict[str, float]:
-    """The metrics of one `algo.train()` result under the README's namespaces."""
+    """The metrics of one `algo.train()` result under the namespaces of docs/training.md."""
     row: dict[str, float] = {}
     for key, value in (result.get("vla") or {}).items():
         row[key] = float(value)

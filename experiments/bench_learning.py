@@ -1,0 +1,153 @@
+"""Does a train config learn, on every seed, beside a no-credit control? One `vla-rl train` run per seed (and per
+control seed), a table per seed, JSON on stdout (issue 22's multi-seed learning benchmark).
+
+Per run, from its metrics.jsonl: greedy success before / at each evaluation / after (Wilson 95 % CI), the sampled
+policy's success at the same evaluations, sampled rollout success pooled over the first and last `--window`
+iterations (what PPO maximises) with a two-proportion z, token entropy first/last, wall-clock. The verdict applies
+issue 22's rule per seed: greedy gain >= `--gain` over the run's own start or an end >= `--reach`, sampled rollouts
+up >= `--sampled_gain`, entropy falling; and the no-credit control (`--shuffle_advantages true`, same budget) within
++-`--control_band` of its start on average. No checkpoint is picked: "after" is the last iteration's evaluation.
+
+    python experiments/bench_learning.py --config experiments/train/drawer_open_chunk5.yaml --seeds 0 1 2 \\
+        --control_seeds 0 > docs/bench_learning_drawer.json
+    python experiments/bench_learning.py --config C --seeds 0 --set temperature=0.7   # a variant, one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pooled_success(rows: list[dict]) -> tuple[float | None, int]:
+    k = n = 0.0
+    for r in rows:
+        e, s = r.get("rollout/episodes"), r.get("rollout/success_rate")
+        if e and s is not None:
+            k, n = k + s * e, n + e
+    return (round(k / n, 3) if n else None), int(n)
+
+
+def two_proportion_z(p0: float | None, n0: int, p1: float | None, n1: int) -> float | None:
+    """z of p1 - p0 with the pooled standard error (|z| < 2: indistinguishable from no change)."""
+    if p0 is None or p1 is None or not n0 or not n1:
+        return None
+    p = (p0 * n0 + p1 * n1) / (n0 + n1)
+    se = math.sqrt(max(p * (1 - p), 1e-12) * (1 / n0 + 1 / n1))
+    return round((p1 - p0) / se, 2)
+
+
+def seed_summary(rows: list[dict], threshold: float, window: int) -> dict:
+    """One run's table from its metrics.jsonl rows."""
+    evals = [(r["iteration"], r["eval/success_rate"], r.get("eval/success_ci_low"), r.get("eval/success_ci_high"),
+              r.get("eval/sampled_success_rate")) for r in rows if r.get("eval/success_rate") is not None]
+    it = [r for r in rows if r.get("iteration", 0) > 0]
+    first, last = pooled_success(it[:window]), pooled_success(it[-window:])
+    ent = [r["policy/entropy"] for r in it if r.get("policy/entropy") is not None]
+    reached = next((i for i, s, *_ in evals if i > 0 and s >= threshold), None)
+    return {
+        "greedy_before": evals[0][1] if evals and evals[0][0] == 0 else None,
+        "greedy_after": evals[-1][1] if evals else None, "greedy_after_ci95": list(evals[-1][2:4]) if evals else None,
+        "sampled_eval_before": evals[0][4] if evals and evals[0][0] == 0 else None,
+        "sampled_eval_after": evals[-1][4] if evals else None,
+        "greedy_by_iteration": {i: s for i, s, *_ in evals},
+        "sampled_eval_by_iteration": {i: s for i, *_, s in evals},
+        f"sampled_first_{window}": first[0], "episodes_first": first[1],
+        f"sampled_last_{window}": last[0], "episodes_last": last[1],
+        "sampled_z": two_proportion_z(first[0], first[1], last[0], last[1]),
+        "entropy_first_last": [round(ent[0], 3), round(ent[-1], 3)] if ent else None,
+        "first_iteration_at_threshold": reached, "iterations": len(it),
+        "env_steps": sum(int(r.get("rollout/env_steps", 0)) for r in it),
+        "passed": bool(evals) and evals[-1][1] >= threshold,
+    }
+
+
+def run_seed(out: Path, seed: int, config: Path, overrides: list[str], policy: Path | None = None) -> float:
+    """`vla-rl train` on `config` with `overrides` (KEY=VALUE), one seed, into `out`; returns the wall-clock."""
+    cmd = [sys.executable, "-m", "vla_rl.cli", "train", "--config_path", str(config), "--seed", str(seed),
+           "--out", str(out), "--overwrite", "true", "--wandb.mode", "disabled"]
+    if policy is not None:
+        cmd += ["--policy", str(policy)]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        cmd += [f"--{key}", value]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def seed_verdict(s: dict, gain: float, reach: float, sampled_gain: float, window: int) -> dict:
+    """Issue 22's per-seed rule on one credit run's summary."""
+    g0, g1 = s["greedy_before"], s["greedy_after"]
+    first, last = s[f"sampled_first_{window}"], s[f"sampled_last_{window}"]
+    ent = s["entropy_first_last"]
+    return {"greedy_gain": None if g0 is None else round(g1 - g0, 3),
+            "greedy_ok": g0 is not None and (g1 - g0 >= gain - 1e-9 or g1 >= reach - 1e-9),
+            "sampled_gain": None if first is None or last is None else round(last - first, 3),
+            "sampled_ok": first is not None and last is not None and last - first >= sampled_gain - 1e-9,
+            "entropy_falling": bool(ent) and ent[1] < ent[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, required=True, help="the train config every run uses")
+    ap.add_argument("--policy", type=Path, default=None, help="start policy over the config's (default: the config's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="train seeds, one run each")
+    ap.add_argument("--control_seeds", type=int, nargs="*", default=[],
+                    help="seeds of the no-credit control (--shuffle_advantages true, same budget); none by default")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a train option over the config, e.g. --set temperature=0.5 (repeatable)")
+    ap.add_argument("--out", type=Path, default=Path("outputs/bench_learning"), help="runs go to OUT/<arm>_s<seed>")
+    ap.add_argument("--window", type=int, default=5, help="iterations pooled for the first/last sampled success")
+    ap.add_argument("--gain", type=float, default=0.20, help="greedy gain over the run's start a seed needs")
+    ap.add_argument("--reach", type=float, default=0.90, help="...or the greedy success it may end at instead")
+    ap.add_argument("--sampled_gain", type=float, default=0.20, help="sampled rollout gain (last - first window)")
+    ap.add_argument("--control_band", type=float, default=0.05, help="the control's mean greedy change must be within")
+    args = ap.parse_args(argv)
+
+    runs: dict[str, dict] = {}
+    for arm, seeds, extra in (("credit", args.seeds, []), ("control", args.control_seeds,
+                                                           ["shuffle_advantages=true"])):
+        for seed in seeds:
+            out = args.out / f"{arm}_s{seed}"
+            wall = run_seed(out, seed, args.config, args.set + extra, args.policy)
+            row = {**seed_summary(read_metrics(out / "metrics.jsonl"), args.reach, args.window), "wall_s": round(wall, 1)}
+            if arm == "credit":
+                row["verdict"] = seed_verdict(row, args.gain, args.reach, args.sampled_gain, args.window)
+            runs[f"{arm}_s{seed}"] = row
+            print(f"{arm} seed {seed}: {json.dumps(row)}", file=sys.stderr)
+    credit = [r for k, r in runs.items() if k.startswith("credit")]
+    control = [r["greedy_after"] - r["greedy_before"] for k, r in runs.items()
+               if k.startswith("control") and r["greedy_before"] is not None]
+    control_mean = round(sum(control) / len(control), 3) if control else None
+    import torch
+
+    print(json.dumps({
+        "benchmark": "learning", "config": str(args.config), "overrides": args.set, "policy": str(args.policy or ""),
+        "rule": {"gain": args.gain, "reach": args.reach, "sampled_gain": args.sampled_gain, "window": args.window,
+                 "control_band": args.control_band},
+        "runs": runs,
+        "all_seeds_greedy_ok": bool(credit) and all(r["verdict"]["greedy_ok"] for r in credit),
+        "all_seeds_sampled_ok": bool(credit) and all(r["verdict"]["sampled_ok"] for r in credit),
+        "control_mean_greedy_change": control_mean,
+        "control_ok": None if control_mean is None else abs(control_mean) <= args.control_band,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

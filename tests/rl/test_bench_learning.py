@@ -1,0 +1,53 @@
+"""The multi-seed learning benchmark's table and verdict (experiments/bench_learning.py) on hand-built metrics rows:
+the figures a learning claim rests on are computed as the docs say."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "experiments" / "bench_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(successes, entropies, evals):
+    """metrics.jsonl rows: iteration 0 = the start's evaluation, then one row per iteration (10 episodes each)."""
+    out = [{"iteration": 0, "eval/success_rate": evals[0][0], "eval/sampled_success_rate": evals[0][1]}]
+    for i, (s, h) in enumerate(zip(successes, entropies, strict=True), start=1):
+        out.append({"iteration": i, "rollout/episodes": 10, "rollout/success_rate": s, "policy/entropy": h,
+                    "rollout/env_steps": 100})
+    out[-1].update({"eval/success_rate": evals[1][0], "eval/sampled_success_rate": evals[1][1]})
+    return out
+
+
+def test_summary_pools_the_first_and_last_window_by_episodes(bench):
+    r = rows([0.2, 0.4, 0.5, 0.5, 0.7, 0.9], [3.0, 2.9, 2.8, 2.7, 2.6, 2.5], [(0.5, 0.3), (0.8, 0.6)])
+    s = bench.seed_summary(r, threshold=0.9, window=2)
+    assert s["sampled_first_2"] == pytest.approx(0.3) and s["episodes_first"] == 20
+    assert s["sampled_last_2"] == pytest.approx(0.8) and s["episodes_last"] == 20
+    p = 0.55  # pooled over both windows
+    assert s["sampled_z"] == pytest.approx(round(0.5 / math.sqrt(p * (1 - p) * (2 / 20)), 2))
+    assert (s["greedy_before"], s["greedy_after"], s["sampled_eval_before"], s["sampled_eval_after"]) == (0.5, 0.8, 0.3, 0.6)
+    assert s["entropy_first_last"] == [3.0, 2.5] and s["env_steps"] == 600 and not s["passed"]
+
+
+def test_verdict_applies_the_gain_or_reach_rule(bench):
+    base = {"sampled_first_5": 0.3, "sampled_last_5": 0.55, "entropy_first_last": [3.0, 2.0]}
+    gained = bench.seed_verdict({**base, "greedy_before": 0.5, "greedy_after": 0.7}, 0.2, 0.9, 0.2, 5)
+    assert gained == {"greedy_gain": 0.2, "greedy_ok": True, "sampled_gain": 0.25, "sampled_ok": True,
+                      "entropy_falling": True}
+    reached = bench.seed_verdict({**base, "greedy_before": 0.8, "greedy_after": 0.9}, 0.2, 0.9, 0.2, 5)
+    assert reached["greedy_ok"] and reached["greedy_gain"] == pytest.approx(0.1)
+    short = bench.seed_verdict({**base, "greedy_before": 0.5, "greedy_after": 0.63, "sampled_last_5": 0.45,
+                                "entropy_first_last": [3.0, 3.1]}, 0.2, 0.9, 0.2, 5)
+    assert not short["greedy_ok"] and not short["sampled_ok"] and not short["entropy_falling"]
