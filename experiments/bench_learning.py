@@ -55,30 +55,33 @@ def seed_summary(rows: list[dict], threshold: float, window: int) -> dict:
     evals = [(r["iteration"], r["eval/success_rate"], r.get("eval/success_ci_low"), r.get("eval/success_ci_high"),
               r.get("eval/sampled_success_rate")) for r in rows if r.get("eval/success_rate") is not None]
     it = [r for r in rows if r.get("iteration", 0) > 0]
-    first, last = pooled_success(it[:window]), pooled_success(it[-window:])
+    w = min(window, len(it) // 2)  # the first and last windows never overlap (a short run pools fewer iterations)
+    first, last = (pooled_success(it[:w]), pooled_success(it[-w:])) if w else ((None, 0), (None, 0))
     ent = [r["policy/entropy"] for r in it if r.get("policy/entropy") is not None]
     reached = next((i for i, s, *_ in evals if i > 0 and s >= threshold), None)
+    start = next((e for e in evals if e[0] == 0), None)
+    end = next((e for e in reversed(evals) if e[0] > 0), None)  # only an evaluation after training is a result
     return {
-        "greedy_before": evals[0][1] if evals and evals[0][0] == 0 else None,
-        "greedy_after": evals[-1][1] if evals else None, "greedy_after_ci95": list(evals[-1][2:4]) if evals else None,
-        "sampled_eval_before": evals[0][4] if evals and evals[0][0] == 0 else None,
-        "sampled_eval_after": evals[-1][4] if evals else None,
+        "greedy_before": start[1] if start else None,
+        "greedy_after": end[1] if end else None, "greedy_after_ci95": list(end[2:4]) if end else None,
+        "sampled_eval_before": start[4] if start else None,
+        "sampled_eval_after": end[4] if end else None,
         "greedy_by_iteration": {i: s for i, s, *_ in evals},
         "sampled_eval_by_iteration": {i: s for i, *_, s in evals},
         f"sampled_first_{window}": first[0], "episodes_first": first[1],
         f"sampled_last_{window}": last[0], "episodes_last": last[1],
-        "sampled_z": two_proportion_z(first[0], first[1], last[0], last[1]),
+        "sampled_z": two_proportion_z(first[0], first[1], last[0], last[1]), "window_used": w,
         "entropy_first_last": [round(ent[0], 3), round(ent[-1], 3)] if ent else None,
         "first_iteration_at_threshold": reached, "iterations": len(it),
         "env_steps": sum(int(r.get("rollout/env_steps", 0)) for r in it),
-        "passed": bool(evals) and evals[-1][1] >= threshold,
+        "passed": end is not None and end[1] >= threshold,
     }
 
 
 def run_seed(out: Path, seed: int, config: Path, overrides: list[str], policy: Path | None = None) -> float:
     """`vla-rl train` on `config` with `overrides` (KEY=VALUE), one seed, into `out`; returns the wall-clock."""
     cmd = [sys.executable, "-m", "vla_rl.cli", "train", "--config_path", str(config), "--seed", str(seed),
-           "--out", str(out), "--overwrite", "true", "--wandb.mode", "disabled"]
+           "--out", str(out), "--overwrite", "true", "--wandb.mode", "disabled", "--eval_before", "true"]
     if policy is not None:
         cmd += ["--policy", str(policy)]
     for item in overrides:
@@ -94,11 +97,23 @@ def seed_verdict(s: dict, gain: float, reach: float, sampled_gain: float, window
     g0, g1 = s["greedy_before"], s["greedy_after"]
     first, last = s[f"sampled_first_{window}"], s[f"sampled_last_{window}"]
     ent = s["entropy_first_last"]
-    return {"greedy_gain": None if g0 is None else round(g1 - g0, 3),
-            "greedy_ok": g0 is not None and (g1 - g0 >= gain - 1e-9 or g1 >= reach - 1e-9),
+    gained = g0 is not None and g1 is not None and g1 - g0 >= gain - 1e-9
+    return {"greedy_gain": None if g0 is None or g1 is None else round(g1 - g0, 3),
+            "greedy_ok": gained or (g1 is not None and g1 >= reach - 1e-9),
             "sampled_gain": None if first is None or last is None else round(last - first, 3),
             "sampled_ok": first is not None and last is not None and last - first >= sampled_gain - 1e-9,
             "entropy_falling": bool(ent) and ent[1] < ent[0]}
+
+
+def control_mean_change(controls: list[dict]) -> float | None:
+    """Mean greedy change (after - before) of the no-credit control runs; None when none ran. Every run evaluates its
+    start (`run_seed` passes --eval_before true), so a control without both evaluations is an error, not a skip."""
+    if not controls:
+        return None
+    missing = [i for i, r in enumerate(controls) if r["greedy_before"] is None or r["greedy_after"] is None]
+    if missing:
+        raise ValueError(f"control runs {missing} have no start or end evaluation: cannot judge the control")
+    return round(sum(r["greedy_after"] - r["greedy_before"] for r in controls) / len(controls), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,15 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             out = args.out / f"{arm}_s{seed}"
             wall = run_seed(out, seed, args.config, args.set + extra, args.policy)
-            row = {**seed_summary(read_metrics(out / "metrics.jsonl"), args.reach, args.window), "wall_s": round(wall, 1)}
+            row = {**seed_summary(read_metrics(out / "metrics.jsonl"), args.reach, args.window),
+                   "wall_s": round(wall, 1)}
             if arm == "credit":
                 row["verdict"] = seed_verdict(row, args.gain, args.reach, args.sampled_gain, args.window)
             runs[f"{arm}_s{seed}"] = row
             print(f"{arm} seed {seed}: {json.dumps(row)}", file=sys.stderr)
     credit = [r for k, r in runs.items() if k.startswith("credit")]
-    control = [r["greedy_after"] - r["greedy_before"] for k, r in runs.items()
-               if k.startswith("control") and r["greedy_before"] is not None]
-    control_mean = round(sum(control) / len(control), 3) if control else None
+    control_mean = control_mean_change([r for k, r in runs.items() if k.startswith("control")])
     import torch
 
     print(json.dumps({

@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.95, help="greedy success every seed must reach")
     ap.add_argument("--window", type=int, default=5, help="iterations pooled for the first/last sampled success")
     args = ap.parse_args(argv)
-    policy = (build_weak_bc_policy(args.out / "start", args.preset, args.chunk) if args.start == "bc" else
+    if args.chunk > 1 and args.start != "bc":
+        ap.error("--chunk > 1 needs --start bc (the chunked BC start)")
+    start = args.out / ("start" if args.chunk == 1 else f"start_k{args.chunk}")  # one cached start per K
+    policy = (build_weak_bc_policy(start, args.preset, args.chunk) if args.start == "bc" else
               build_random_policy(args.out / "start" / "pretrained_model", args.preset, seed=0))
     per_seed = {}
     for seed in args.seeds:
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(json.dumps({"benchmark": "sanity", "env": ENV, "config": str(args.config), "overrides": args.set,
-                      "start": args.start, "preset": args.preset, "chunk": args.chunk, "threshold": args.threshold, "seeds": per_seed,
+                      "start": args.start, "preset": args.preset, "chunk": args.chunk, "threshold": args.threshold,
+                      "seeds": per_seed,
                       "all_passed": all(s["passed"] for s in per_seed.values()),
                       "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}},
                      indent=1))

@@ -20,25 +20,43 @@ def bench():
     return module
 
 
-def rows(successes, entropies, evals):
-    """metrics.jsonl rows: iteration 0 = the start's evaluation, then one row per iteration (10 episodes each)."""
-    out = [{"iteration": 0, "eval/success_rate": evals[0][0], "eval/sampled_success_rate": evals[0][1]}]
-    for i, (s, h) in enumerate(zip(successes, entropies, strict=True), start=1):
-        out.append({"iteration": i, "rollout/episodes": 10, "rollout/success_rate": s, "policy/entropy": h,
+def rows(successes, episodes, entropies, evals, eval_before=True):
+    """metrics.jsonl rows: iteration 0 = the start's evaluation (if any), then one row per iteration."""
+    start = {"iteration": 0, "eval/success_rate": evals[0][0], "eval/sampled_success_rate": evals[0][1]}
+    out = [start] if eval_before else []
+    for i, (s, e, h) in enumerate(zip(successes, episodes, entropies, strict=True), start=1):
+        out.append({"iteration": i, "rollout/episodes": e, "rollout/success_rate": s, "policy/entropy": h,
                     "rollout/env_steps": 100})
     out[-1].update({"eval/success_rate": evals[1][0], "eval/sampled_success_rate": evals[1][1]})
     return out
 
 
 def test_summary_pools_the_first_and_last_window_by_episodes(bench):
-    r = rows([0.2, 0.4, 0.5, 0.5, 0.7, 0.9], [3.0, 2.9, 2.8, 2.7, 2.6, 2.5], [(0.5, 0.3), (0.8, 0.6)])
+    r = rows([0.2, 0.4, 0.5, 0.5, 0.7, 0.9], [10, 30, 10, 10, 30, 10], [3.0, 2.9, 2.8, 2.7, 2.6, 2.5],
+             [(0.5, 0.3), (0.8, 0.6)])
     s = bench.seed_summary(r, threshold=0.9, window=2)
-    assert s["sampled_first_2"] == pytest.approx(0.3) and s["episodes_first"] == 20
-    assert s["sampled_last_2"] == pytest.approx(0.8) and s["episodes_last"] == 20
-    p = 0.55  # pooled over both windows
-    assert s["sampled_z"] == pytest.approx(round(0.5 / math.sqrt(p * (1 - p) * (2 / 20)), 2))
-    assert (s["greedy_before"], s["greedy_after"], s["sampled_eval_before"], s["sampled_eval_after"]) == (0.5, 0.8, 0.3, 0.6)
+    p0, p1 = (2 + 12) / 40, (21 + 9) / 40  # episode-weighted, not the mean of the rates (0.3 and 0.8)
+    assert s["sampled_first_2"] == pytest.approx(p0) and s["episodes_first"] == 40
+    assert s["sampled_last_2"] == pytest.approx(p1) and s["episodes_last"] == 40
+    p = (p0 + p1) / 2
+    assert s["sampled_z"] == pytest.approx(round((p1 - p0) / math.sqrt(p * (1 - p) * (2 / 40)), 2))
+    evaluations = (s["greedy_before"], s["greedy_after"], s["sampled_eval_before"], s["sampled_eval_after"])
+    assert evaluations == (0.5, 0.8, 0.3, 0.6)
     assert s["entropy_first_last"] == [3.0, 2.5] and s["env_steps"] == 600 and not s["passed"]
+
+
+def test_short_runs_never_compare_overlapping_windows(bench):
+    s = bench.seed_summary(rows([0.2, 0.4, 0.9], [10, 10, 10], [3.0, 2.9, 2.8], [(0.5, 0.3), (0.8, 0.6)]), 0.9, 5)
+    assert s["window_used"] == 1 and s["sampled_first_5"] == 0.2 and s["sampled_last_5"] == 0.9
+    one = bench.seed_summary(rows([0.4], [10], [3.0], [(0.5, 0.3), (0.8, 0.6)]), 0.9, 5)
+    assert one["window_used"] == 0 and one["sampled_first_5"] is None and one["sampled_z"] is None
+
+
+def test_only_an_evaluation_after_training_is_the_result(bench):
+    r = [{"iteration": 0, "eval/success_rate": 0.95},
+         {"iteration": 1, "rollout/episodes": 4, "rollout/success_rate": 0.5}]
+    s = bench.seed_summary(r, threshold=0.9, window=5)
+    assert s["greedy_before"] == 0.95 and s["greedy_after"] is None and not s["passed"]
 
 
 def test_verdict_applies_the_gain_or_reach_rule(bench):
@@ -48,6 +66,16 @@ def test_verdict_applies_the_gain_or_reach_rule(bench):
                       "entropy_falling": True}
     reached = bench.seed_verdict({**base, "greedy_before": 0.8, "greedy_after": 0.9}, 0.2, 0.9, 0.2, 5)
     assert reached["greedy_ok"] and reached["greedy_gain"] == pytest.approx(0.1)
+    no_start = bench.seed_verdict({**base, "greedy_before": None, "greedy_after": 0.92}, 0.2, 0.9, 0.2, 5)
+    assert no_start["greedy_ok"] and no_start["greedy_gain"] is None  # an end >= reach needs no start
     short = bench.seed_verdict({**base, "greedy_before": 0.5, "greedy_after": 0.63, "sampled_last_5": 0.45,
                                 "entropy_first_last": [3.0, 3.1]}, 0.2, 0.9, 0.2, 5)
     assert not short["greedy_ok"] and not short["sampled_ok"] and not short["entropy_falling"]
+
+
+def test_control_mean_change(bench):
+    assert bench.control_mean_change([]) is None
+    runs = [{"greedy_before": 0.6, "greedy_after": 0.5}, {"greedy_before": 0.6, "greedy_after": 0.8}]
+    assert bench.control_mean_change(runs) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="no start or end"):
+        bench.control_mean_change([{"greedy_before": None, "greedy_after": 0.5}])
