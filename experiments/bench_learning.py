@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, required=True, help="the train config every run uses")
     ap.add_argument("--policy", type=Path, default=None, help="start policy over the config's (default: the config's)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="train seeds, one run each")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                    help="train seeds, one run each (none: only the control seeds run)")
     ap.add_argument("--control_seeds", type=int, nargs="*", default=[],
                     help="seeds of the no-credit control (--shuffle_advantages true, same budget); none by default")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
