@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from obs_samples import make_obs
+from ray.rllib.core.columns import Columns
 from rl_setup import ENV, RUN, assert_runner_has_learner_weights, build_algo
 
 from vla_rl.cli import main
-from ray.rllib.core.columns import Columns
 
 
 @pytest.fixture(scope="module")
@@ -308,8 +308,8 @@ def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss
     from ray.rllib.evaluation.postprocessing import Postprocessing
 
     from envs import EnvOptions
-    from vla_rl.rl.env import build_rl_env
     from vla_rl.rl.connectors import VF_PREDS
+    from vla_rl.rl.env import build_rl_env
 
     learner = algo.learner_group._learner
     gamma, lam = algo.config.gamma, algo.config.lambda_
