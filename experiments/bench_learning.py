@@ -88,8 +88,16 @@ def run_seed(out: Path, seed: int, config: Path, overrides: list[str], policy: P
         key, _, value = item.partition("=")
         cmd += [f"--{key}", value]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    if subprocess.run(cmd, stdout=sys.stderr).returncode:  # its own one-line error is already on stderr
+        raise SystemExit(f"error: vla-rl train failed for seed {seed} (run {out}); see its message above")
     return time.perf_counter() - t0
+
+
+def check_overrides(ap: argparse.ArgumentParser, items: list[str]) -> None:
+    """Refuse a --set item that is not KEY=VALUE before any run starts (exit 2, one line)."""
+    bad = [item for item in items if "=" not in item or not item.partition("=")[0]]
+    if bad:
+        ap.error(f"--set {bad[0]!r}: expected KEY=VALUE, e.g. --set temperature=0.5")
 
 
 def seed_verdict(s: dict, gain: float, reach: float, sampled_gain: float, window: int) -> dict:
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampled_gain", type=float, default=0.20, help="sampled rollout gain (last - first window)")
     ap.add_argument("--control_band", type=float, default=0.05, help="the control's mean greedy change must be within")
     args = ap.parse_args(argv)
+    check_overrides(ap, args.set)
 
     runs: dict[str, dict] = {}
     for arm, seeds, extra in (("credit", args.seeds, []), ("control", args.control_seeds,

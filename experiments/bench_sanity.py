@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_learning import read_metrics, run_seed, seed_summary  # noqa: E402  (the shared multi-seed helpers)
+from bench_learning import check_overrides, read_metrics, run_seed, seed_summary  # noqa: E402  (the shared multi-seed helpers)
 
 CONFIG = Path(__file__).parent / "train" / "sanity_reach_corner.yaml"
 ENV = "tabletop/reach-corner"
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.95, help="greedy success every seed must reach")
     ap.add_argument("--window", type=int, default=5, help="iterations pooled for the first/last sampled success")
     args = ap.parse_args(argv)
+    check_overrides(ap, args.set)
     if args.chunk > 1 and args.start != "bc":
         ap.error("--chunk > 1 needs --start bc (the chunked BC start)")
     start = args.out / ("start" if args.chunk == 1 else f"start_k{args.chunk}")  # one cached start per K

@@ -79,3 +79,11 @@ def test_control_mean_change(bench):
     assert bench.control_mean_change(runs) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="no start or end"):
         bench.control_mean_change([{"greedy_before": None, "greedy_after": 0.5}])
+
+
+def test_a_malformed_set_is_refused_before_any_run(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--config", "c.yaml", "--seeds", "0", "--set", "temperature", "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "--set 'temperature': expected KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing written
