@@ -37,6 +37,17 @@ class TaskBackend(ABC):
     def state(self) -> np.ndarray:
         """Proprioception (float32, shape (spec.state_dim,))."""
 
+    @property
+    def privileged_dim(self) -> int:
+        """Length of `privileged_state()`."""
+        return int(self.spec.state_dim)
+
+    def privileged_state(self) -> np.ndarray:
+        """The simulator's full state (float32, shape (privileged_dim,)) for an asymmetric critic in RL: it may
+        show what the policy cannot see (object poses, the target), so it must never reach the policy. Default:
+        the proprioception."""
+        return np.asarray(self.state(), dtype=np.float32)
+
     @abstractmethod
     def render(self) -> np.ndarray:
         """uint8 (H, W, 3) frame from the configured camera."""

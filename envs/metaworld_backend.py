@@ -89,6 +89,13 @@ class MetaWorldBackend(TaskBackend):
     def state(self) -> np.ndarray:
         return self.raw_obs[:4].astype(np.float32)  # hand xyz + gripper opening
 
+    @property
+    def privileged_dim(self) -> int:
+        return int(self.env.observation_space.shape[0])  # 39: hand, gripper, two object poses, previous frame, goal
+
+    def privileged_state(self) -> np.ndarray:
+        return self.raw_obs.astype(np.float32)
+
     def render(self) -> np.ndarray:
         return self._renderer.render(self.env.data)
 

@@ -96,6 +96,11 @@ class VLAEnv(gym.Env):
             raise ActionError(f"{self.task_spec.id}: action contains NaN or inf: {arr.tolist()}")
         return np.clip(arr, -1.0, 1.0)
 
+    @property
+    def elapsed_steps(self) -> int:
+        """Control steps since the last reset (the episode ends at max_episode_steps)."""
+        return self._t
+
     def observe(self) -> dict[str, np.ndarray]:
         """The observation of the current simulator state, rendered now."""
         self._image = self.backend.render()

@@ -33,7 +33,8 @@ def build_algo(policy_dir: Path, **options):
 
     cfg = TrainConfig(policy=str(policy_dir), **{**SMALL, **options})
     env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "chunk_size": 1, "reward": "shaped", "seed": 0,
-                  "action_tokenizer": VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict()}
+                  "action_tokenizer": VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict(),
+                  "privileged_obs": cfg.critic == "privileged"}
     return build_config(cfg, env_config, module_config(str(policy_dir), cfg)).build_algo()
 
 

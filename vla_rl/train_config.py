@@ -103,6 +103,11 @@ class TrainConfig:
     # The value head reads detached backbone features: the value loss trains the head only, never LoRA (the
     # head reads the hidden state that also emits the first action token). false = shared, as RL4VLA.
     value_detach: bool = False
+    # The critic: "vla" = the value head on the VLA's features (RL4VLA); "privileged" = an asymmetric critic, a small
+    # MLP on the simulator's full state (Meta-World's 39-d observation; the tabletop tasks' object positions and
+    # target), which the policy never sees (Pinto et al. 2018; vla_rl/rl/critic.py). Use it with gae_lambda < 1 for
+    # per-decision credit; it trains at vf_lr and is not part of the exported policy.
+    critic: str = "vla"
     # First N iterations train only the value head's loss (critic warm-up): a fresh value head's advantages are
     # noise that would first degrade a good BC policy. 0 = off.
     critic_warmup: int = 0
@@ -233,6 +238,7 @@ class TrainConfig:
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("clip", self.clip, 1e-6, 10.0)
         check_choice("ratio", self.ratio, ("decision", "token"))
+        check_choice("critic", self.critic, ("vla", "privileged"))
         if isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and self.beta < 0:
             raise ConfigError(f"beta={self.beta} is negative: the KL penalty coefficient must be >= 0 (0 = no penalty)")
         check_range("beta", self.beta, 0.0, 1e6)

@@ -66,6 +66,16 @@ class TabletopBackend(TaskBackend):
     def state(self) -> np.ndarray:
         return self.finger_xy.astype(np.float32)
 
+    @property
+    def privileged_dim(self) -> int:
+        return 2 + 2 * (self.model.nbody - 1) + len(self.spec.instructions)
+
+    def privileged_state(self) -> np.ndarray:
+        """Finger xy, every body's xy, and the instruction as a one-hot over the task's instructions (the target)."""
+        target = np.zeros(len(self.spec.instructions), dtype=np.float32)
+        target[self.spec.instructions.index(self._instruction)] = 1.0
+        return np.concatenate([self.finger_xy, self.data.xpos[1:, :2].ravel(), target]).astype(np.float32)
+
     def render(self) -> np.ndarray:
         return self._renderer.render(self.data)
 

@@ -173,3 +173,35 @@ def test_the_time_limit_ends_the_task_so_an_inflated_critic_cannot_make_timing_o
                                   inflated)
     assert bootstrapped[0] == pytest.approx(0.99 + inflated)  # the old semantics: the critic's guess is added
     assert bootstrapped[0] > success_targets[0]  # ... and timing out outscores succeeding
+
+
+@pytest.mark.parametrize("env_id", ["metaworld/drawer-open", "tabletop/touch-color"])
+def test_the_privileged_observation_is_the_simulators_state_after_the_whole_chunk(env_id):
+    from envs import get_spec
+    from vla_rl.rl.env import PRIVILEGED
+
+    spec = get_spec(env_id)
+    tok = ActionTokenizer((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim)
+    env = build_rl_env(env_id, EnvOptions(image_size=32), tok, 3, "shaped", seed=0, privileged_obs=True)
+    plain = build_rl_env(env_id, EnvOptions(image_size=32), tok, 3, "shaped", seed=0)
+    backend = env.get_wrapper_attr("backend")
+    obs, _ = env.reset()
+    ref, _ = plain.reset()
+    assert env.observation_space[PRIVILEGED].shape == (backend.privileged_dim + 1,) and PRIVILEGED not in ref
+    assert obs[PRIVILEGED][-1] == 1.0  # all of the episode's time left
+    assert set(obs) - {PRIVILEGED} == set(ref) and all(np.array_equal(obs[k], ref[k]) for k in ref)
+    bins = np.full(env.action_space.shape, 200)
+    obs, *_ = env.step(bins)
+    ref, *_ = plain.step(bins)
+    assert env.observation_space.contains(obs) and obs[PRIVILEGED].dtype == np.float32
+    np.testing.assert_array_equal(obs[PRIVILEGED][:-1], backend.privileged_state())  # read after the chunk's 3 steps
+    horizon = env.get_wrapper_attr("max_episode_steps")
+    assert obs[PRIVILEGED][-1] == np.float32(1 - 3 / horizon)  # the time left after 3 control steps
+    np.testing.assert_array_equal(obs["state"], ref["state"])  # the policy's inputs are unchanged
+    if env_id.startswith("metaworld"):
+        np.testing.assert_array_equal(obs[PRIVILEGED][:-1], backend.raw_obs.astype(np.float32))
+        assert obs[PRIVILEGED].shape == (40,)
+    else:  # finger, bodies, and the instruction's target one-hot
+        np.testing.assert_array_equal(obs[PRIVILEGED][:2], backend.finger_xy.astype(np.float32))
+        onehot = obs[PRIVILEGED][-len(spec.instructions) - 1:-1]
+        assert onehot.sum() == 1 and spec.instructions[int(onehot.argmax())] == backend.instruction

@@ -134,3 +134,36 @@ def test_a_few_surrogate_steps_on_one_batch_move_each_decision_the_way_of_its_ad
         moved = module.forward_train({Columns.OBS: obs, Columns.ACTIONS: bins})[Columns.ACTION_LOGP] - logp_old
     assert objective[-1] > objective[0]
     assert bool((moved[advantages > 0] > 0).all()) and bool((moved[advantages < 0] < 0).all()), moved
+
+
+PRIV_SPACE = gym.spaces.Dict({**OBS_SPACE.spaces, "privileged": gym.spaces.Box(-np.inf, np.inf, (7,), np.float32)})
+
+
+def test_the_privileged_critic_reads_only_the_simulators_state_and_trains_alone():
+    module = VLARLModule(observation_space=PRIV_SPACE, action_space=ACTION_SPACE, inference_only=False,
+                         model_config={**CONFIG, "critic": "privileged"})
+    _perturb(module)
+    obs = {**_obs(), "privileged": torch.randn(6, 7, generator=torch.Generator().manual_seed(0))}
+    bins = module.forward_exploration({Columns.OBS: obs})[Columns.ACTIONS]
+    train = module.forward_train({Columns.OBS: obs, Columns.ACTIONS: bins.to(torch.int32)})
+    values = train[Columns.EMBEDDINGS]
+    torch.testing.assert_close(values, module.critic(obs["privileged"]), atol=0, rtol=0)
+    torch.testing.assert_close(module.compute_values({Columns.OBS: obs}), values.detach(), atol=0, rtol=0)
+    other = {**obs, "image": torch.zeros_like(obs["image"])}  # V does not depend on what the policy sees
+    torch.testing.assert_close(module.compute_values({Columns.OBS: other}), values.detach(), atol=0, rtol=0)
+    values.sum().backward()  # the value loss reaches the critic only
+    grads = {n for n, p in module.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+    assert grads and all(n.startswith("critic.") for n in grads), sorted(grads)[:3]
+    names = set(module.get_state())
+    assert any(n.startswith("critic.") for n in names) and not any("value_head" in n for n in names)
+    runner = VLARLModule(observation_space=PRIV_SPACE, action_space=ACTION_SPACE, inference_only=True,
+                         model_config={**CONFIG, "critic": "privileged"})
+    assert not any(n.startswith("critic.") for n in runner.get_state())  # the sync sends LoRA only
+    runner.set_state(module.get_state())  # a full state fits an inference-only module (the critic is skipped)
+
+
+def test_the_privileged_critic_without_its_observation_is_refused():
+    with pytest.raises(PolicyError, match="privileged"):
+        make_module(critic="privileged")
+    with pytest.raises(PolicyError, match="critic="):
+        make_module(critic="oracle")

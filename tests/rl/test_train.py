@@ -116,6 +116,24 @@ def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, t
         grouped.stop()
 
 
+def test_the_privileged_critic_trains_on_gae_targets_beside_lora_and_the_vla_value_head_stays(algo, tiny_policy):
+    from vla_rl.rl.checkpoint import learner_module
+
+    asym = build_algo(tiny_policy, critic="privileged", gae_lambda=0.9, lr=1e-3)  # beside `algo`, in the same Ray
+    try:
+        module = learner_module(asym)
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        row = asym.train()["learners"]["default_policy"]
+        changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+        assert any(k.startswith("critic.") for k in changed) and any("lora_B" in k for k in changed)
+        assert not any("value_head" in k for k in changed), sorted(changed)[:5]
+        assert all(k.startswith("critic.") or "lora_" in k for k in changed), sorted(changed)[:5]
+        assert np.isfinite(row["value/explained_variance_batch"])
+        assert_runner_has_learner_weights(asym)  # the runners get LoRA, never the critic
+    finally:
+        asym.stop()
+
+
 def test_per_token_ratio_trains_from_the_samplers_token_log_probs(algo, tiny_policy):
     from vla_rl.rl.checkpoint import learner_module
 

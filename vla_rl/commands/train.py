@@ -192,7 +192,7 @@ def run(cfg: TrainConfig) -> int:
     env_config = {"env_id": env_id, "env_options": dataclasses.asdict(options),
                   "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
                   "reward": cfg.env_reward, "seed": cfg.seed,
-                  "bootstrap_time_limit": cfg.bootstrap_time_limit}
+                  "bootstrap_time_limit": cfg.bootstrap_time_limit, "privileged_obs": cfg.critic == "privileged"}
     del policy
     torch.set_num_threads(cfg.learner_threads)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -253,7 +253,7 @@ def module_config(policy_dir: str, cfg) -> dict[str, Any]:
     return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
             "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach,
-            "base_dtype": cfg.base_dtype}
+            "base_dtype": cfg.base_dtype, "critic": cfg.critic}
 
 
 def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:

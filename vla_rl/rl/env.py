@@ -2,8 +2,9 @@
 
 Stack (inside out): `VLAEnv` → `RLRewardWrapper` (the reward RL optimises) → `ActionChunkWrapper`
 (K actions per decision, as `envs/chunking.py`; only the chunk's last frame is rendered) → `BinActionWrapper` (MultiDiscrete([256]·K·D) →
-the (K, D) chunk through the policy's own action tokenizer). The observation is the project's
-Dict contract, unchanged.
+the (K, D) chunk through the policy's own action tokenizer) → `PrivilegedObservation` (only with the
+asymmetric critic: adds the simulator's state under `privileged`). The observation is otherwise the
+project's Dict contract, unchanged.
 
 Reward semantics (`reward`):
     dense   the task's shaped reward as is. With `terminate_on_success` it punishes success on
@@ -105,6 +106,34 @@ class BinActionWrapper(gym.ActionWrapper):
         return self.tokenizer.from_bins(bins.reshape(self.chunk))
 
 
+PRIVILEGED = "privileged"  # observation key of the simulator's state, for the asymmetric critic only
+
+
+class PrivilegedObservation(gym.ObservationWrapper):
+    """Add the simulator's full state (`TaskBackend.privileged_state()`) and the fraction of the episode's time left
+    as observation key `privileged`.
+
+    For the asymmetric critic (`critic: privileged`; Pinto et al. 2018, "Asymmetric Actor Critic"): the value
+    function may read what the policy cannot — legitimate in simulation because the critic never acts and is
+    dropped at deployment. The time left is there because the time limit ends the task (see `RLRewardWrapper`):
+    the same state is worth less with fewer steps left, and a critic without the clock cannot know it (Pardo et al.
+    2018, "Time Limits in Reinforcement Learning"). The policy ignores the key (it reads image, state and
+    instruction only). Outermost in the stack, so it reads the state after a whole action chunk."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.backend = env.get_wrapper_attr("backend")
+        self.horizon = float(env.get_wrapper_attr("max_episode_steps"))
+        spaces = dict(env.observation_space.spaces)
+        spaces[PRIVILEGED] = gym.spaces.Box(-np.inf, np.inf, (self.backend.privileged_dim + 1,), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
+
+    def observation(self, observation):
+        time_left = 1.0 - self.env.get_wrapper_attr("elapsed_steps") / self.horizon
+        state = np.append(self.backend.privileged_state(), np.float32(time_left)).astype(np.float32)
+        return {**observation, PRIVILEGED: state}
+
+
 GROUP_SEED = "group_seed"  # reset-info key: the shared initial-state seed of a group episode (-1: not in a group)
 
 
@@ -144,18 +173,20 @@ def env_seed(base: int, worker_index: int, env_index: int) -> int:
 
 
 def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, reward: str, seed: int,
-                 bootstrap_time_limit: bool = False, render_inner_steps: bool = False) -> gym.Env:
+                 bootstrap_time_limit: bool = False, render_inner_steps: bool = False,
+                 privileged_obs: bool = False) -> gym.Env:
     env = make_env(env_id, options)
     env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family], bootstrap_time_limit)
     env = SeededEpisodes(env, seed)
     env = ActionChunkWrapper(env, chunk_size, render_inner_steps=render_inner_steps)
-    return BinActionWrapper(env, tokenizer, chunk_size)
+    env = BinActionWrapper(env, tokenizer, chunk_size)
+    return PrivilegedObservation(env) if privileged_obs else env
 
 
 def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
     """RLlib env creator. `env_config`: env_id, env_options (dict), action_tokenizer (its dict),
     chunk_size, reward, seed, bootstrap_time_limit, render_inner_steps (benchmarks only; default False: only the frame a
-    decision sees is rendered); RLlib adds `worker_index` (an EnvContext attribute)."""
+    decision sees is rendered), privileged_obs (add the simulator's state for the asymmetric critic); RLlib adds `worker_index` (an EnvContext attribute)."""
     from vla_rl.policy import ActionTokenizer
 
     t = dict(env_config["action_tokenizer"])
@@ -165,7 +196,8 @@ def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
                         int(env_config["chunk_size"]), env_config.get("reward", "shaped"),
                         env_seed(int(env_config.get("seed", 0)), worker, next(_created)),
                         bool(env_config.get("bootstrap_time_limit", False)),
-                        bool(env_config.get("render_inner_steps", False)))
+                        bool(env_config.get("render_inner_steps", False)),
+                        bool(env_config.get("privileged_obs", False)))
 
 
 def sub_envs(vector_env) -> list[gym.Env]:

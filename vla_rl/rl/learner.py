@@ -14,7 +14,7 @@ copy); its bin distributions are computed once per training batch, without grad,
 `KLController` (fixed by default, adaptive toward `kl_target` nats per token if set); its state is
 part of the learner's checkpointed state.
 
-Two AdamW optimizers: LoRA at `lr`, the value head at `vf_lr` (RLlib writes one lr into all groups
+Two AdamW optimizers: LoRA at `lr`, the critic (the value head, or the privileged critic) at `vf_lr` (RLlib writes one lr into all groups
 of an optimizer, so a second lr needs a second optimizer). Global-norm gradient clipping is
 RLlib's (`grad_clip`). A step whose loss or gradients hold NaN/inf is skipped — nothing applied,
 the optimizers' moments untouched — and counted in `losses/skipped_steps`.
@@ -49,7 +49,7 @@ from vla_rl.rl.connectors import (
     ShuffledAdvantages,
     unwrap,
 )
-from vla_rl.rl.module import BIN_LOGP, ENTROPY, SAMPLED_TOKEN_LOGP, TOKEN_LOGP
+from vla_rl.rl.module import BIN_LOGP, ENTROPY, SAMPLED_TOKEN_LOGP, TOKEN_LOGP, is_value_param
 
 KL_STATE = "vla_kl_controller"
 
@@ -95,8 +95,8 @@ class VLAPPOLearner(PPOTorchLearner):
         cfg = self.config.learner_config_dict
         module = unwrap(self._module[module_id])
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-        lora = [p for n, p in named if ".value_head." not in f".{n}"]
-        head = [p for n, p in named if ".value_head." in f".{n}"]
+        lora = [p for n, p in named if not is_value_param(n)]
+        head = [p for n, p in named if is_value_param(n)]
         lr, vf_lr = float(cfg.get("lr", 1e-4)), float(cfg.get("vf_lr", 1e-3))
         self.register_optimizer(module_id=module_id, optimizer_name="lora",
                                 optimizer=torch.optim.AdamW(lora, lr=lr, weight_decay=0.0), params=lora,

@@ -12,7 +12,7 @@ wrapper decodes bins to the continuous chunk with the policy's action tokenizer)
 - `compute_values`: the value head on the prompt alone, without grad, in chunks (RLlib's GAE
   calls it on the whole batch).
 
-State (weight sync and checkpoints) is the trainable tensors only — LoRA and the value head (LoRA
+State (weight sync and checkpoints) is the trainable tensors only — LoRA and the critic (LoRA
 alone for inference-only runner modules) — and `set_state` refuses unknown or missing names.
 
 `model_config` holds paths and numbers only (it is pickled to every actor):
@@ -21,6 +21,8 @@ alone for inference-only runner modules) — and `set_state` refuses unknown or 
     lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
     temperature        sampling temperature of exploration (and of the training log-probs)
     value_detach       the value head reads detached features (the value loss does not train LoRA)
+    critic             "vla" (the value head on the VLA's features) or "privileged" (`rl.critic.PrivilegedCritic` on
+                       the observation's `privileged` key, which the env then carries; the VLA value head is frozen)
     base_dtype         "float32", "bfloat16" or "auto" (bfloat16 in an actor holding a GPU): the frozen base only
     seed               seed of the sampling generator
 """
@@ -41,6 +43,12 @@ SAMPLED_TOKEN_LOGP = "sampled_token_logp"  # (B, K·D) the same at sampling time
 ENTROPY = "entropy"  # (B, K·D) entropy of each token's bin distribution
 BIN_LOGP = "bin_logp"  # (B, K·D, 256) the bin distributions (exact KL to the reference)
 VALUE_CHUNK = 64  # rows per value forward in compute_values
+CRITICS = ("vla", "privileged")
+
+
+def is_value_param(name: str) -> bool:
+    """Is this module parameter the critic's (the VLA value head or the privileged critic), not the policy's?"""
+    return name.startswith(("policy.value_head.", "critic."))
 
 
 def build_policy_from_config(cfg: dict[str, Any]):
@@ -105,12 +113,34 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
         self.policy = build_policy_from_config(cfg)
         self.temperature = float(cfg.get("temperature", 1.0))
         self.generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+        self.critic = self._build_critic(str(cfg.get("critic", "vla")))
         n = self.policy.spec.n_action_tokens
         nvec = getattr(self.action_space, "nvec", None)
         if nvec is not None and (len(nvec) != n or any(int(v) != self.policy.action_tokenizer.n_bins for v in nvec)):
             raise PolicyError(f"action space {self.action_space} does not fit the policy: it emits {n} tokens "
                               f"(chunk {self.policy.spec.chunk_size} x {self.policy.spec.action_dim} dims) of "
                               f"{self.policy.action_tokenizer.n_bins} bins each")
+
+    def _build_critic(self, kind: str):
+        if kind not in CRITICS:
+            raise PolicyError(f"critic={kind!r}: choose one of {list(CRITICS)}")
+        if kind == "vla":
+            return None
+        from vla_rl.rl.critic import PrivilegedCritic
+        from vla_rl.rl.env import PRIVILEGED
+
+        spaces = getattr(self.observation_space, "spaces", {}) or {}
+        if PRIVILEGED not in spaces:
+            raise PolicyError(f"critic='privileged' needs the observation key {PRIVILEGED!r} (the RL env adds it with "
+                              "env_config privileged_obs=True); this observation space has "
+                              f"{sorted(spaces)}")
+        self.policy.value_head.requires_grad_(False)  # V comes from the privileged critic; the VLA head stays as it is
+        return PrivilegedCritic(int(spaces[PRIVILEGED].shape[0]))
+
+    def _privileged_values(self, obs) -> torch.Tensor:
+        from vla_rl.rl.env import PRIVILEGED
+
+        return self.critic(obs[PRIVILEGED])
 
     # --- tokens <-> bins ------------------------------------------------------------------------
     def _bins(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -133,8 +163,9 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         self.policy.eval()  # forward_train calls train(); keep sampling's numerics (no dropout anywhere)
         ev = self.policy.evaluate(batch[Columns.OBS], self._tokens(batch[Columns.ACTIONS]), self.temperature)
+        value = ev.value if self.critic is None else self._privileged_values(batch[Columns.OBS])
         return {Columns.ACTION_LOGP: ev.logp.sum(-1), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy, BIN_LOGP: ev.bin_logp,
-                Columns.EMBEDDINGS: ev.value}
+                Columns.EMBEDDINGS: value}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         if embeddings is not None:  # the train forward already computed them (with grad)
@@ -142,6 +173,8 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
         obs = batch[Columns.OBS]
         n = len(obs["image"])
         with torch.no_grad():
+            if self.critic is not None:
+                return self._privileged_values(obs)
             parts = [self.policy.value({k: v[i:i + VALUE_CHUNK] for k, v in obs.items()})
                      for i in range(0, n, VALUE_CHUNK)]
         return torch.cat(parts) if parts else torch.zeros(0)
@@ -149,16 +182,16 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
     # --- state: trainable tensors only ----------------------------------------------------------
     def _state_names(self) -> list[str]:
         names = [n for n, p in self.named_parameters() if p.requires_grad]
-        return [n for n in names if not n.startswith("policy.value_head.")] if self.inference_only else names
+        return [n for n in names if not is_value_param(n)] if self.inference_only else names
 
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs) -> dict:
         params = dict(self.named_parameters())
-        names = [n for n in self._state_names() if not (inference_only and n.startswith("policy.value_head."))]
+        names = [n for n in self._state_names() if not (inference_only and is_value_param(n))]
         return {n: params[n].detach().cpu().clone() for n in names}
 
     def set_state(self, state: dict) -> None:
         want = set(self._state_names())
-        got = set(state) - ({n for n in state if n.startswith("policy.value_head.")} if self.inference_only else set())
+        got = set(state) - ({n for n in state if is_value_param(n)} if self.inference_only else set())
         if got != want:
             raise PolicyError(f"module state does not fit this policy: unknown {sorted(got - want)[:3]}, "
                               f"missing {sorted(want - got)[:3]} (was it saved with other LoRA settings?)")
