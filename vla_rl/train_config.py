@@ -108,6 +108,10 @@ class TrainConfig:
     # target), which the policy never sees (Pinto et al. 2018; vla_rl/rl/critic.py). Use it with gae_lambda < 1 for
     # per-decision credit; it trains at vf_lr and is not part of the exported policy.
     critic: str = "vla"
+    # The critic feeds advantages only while it predicts: when its explained variance on the fresh batch (before it
+    # trains on it) is <= 0, that batch's advantages are Monte-Carlo returns-to-go with the batch-mean baseline
+    # instead (issue 22: a critic with EV < 0 must not feed advantages). GAE only; logged as value/critic_gated.
+    critic_gate: bool = False
     # First N iterations train only the value head's loss (critic warm-up): a fresh value head's advantages are
     # noise that would first degrade a good BC policy. 0 = off.
     critic_warmup: int = 0

@@ -125,6 +125,42 @@ def test_gae_estimator_targets_whitening_over_loss_rows_and_zero_bootstrap_rows(
     assert torch.equal(out[VF_PREDS], torch.full((7,), 0.5))
 
 
+class _TableCritic:
+    def __init__(self, values):
+        self.values = torch.tensor(values)
+
+    def compute_values(self, batch):
+        return self.values
+
+
+def test_the_critic_gate_replaces_a_critic_worse_than_the_mean_by_monte_carlo_returns():
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+
+    from vla_rl.rl import ppo_math
+
+    # Two terminated chunks: rewards (0, 1) and (0, 0) + one bootstrap row each; gamma 0.5, lambda 0.8.
+    rewards = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    flags = _flags([2, 2], [True, True], [False, False])
+    mask = flags[Columns.LOSS_MASK]
+
+    def run(values, gate):
+        batch = {"default_policy": {Columns.REWARDS: rewards, **flags}}
+        return Advantages(gamma=0.5, lam=0.8, critic_gate=gate)(rl_module={"default_policy": _TableCritic(values)},
+                                                                batch=batch, episodes=[])["default_policy"]
+
+    bad = [3.0, -2.0, 0.0, 4.0, 9.0, 9.0]  # anti-correlated with the returns: explained variance < 0
+    gated, plain = run(bad, True), run(bad, False)
+    returns = torch.tensor([0.5, 1.0, 0.0, 0.0])  # returns-to-go by hand: 0 + 0.5 * 1, 1, 0, 0
+    expected = (returns - returns.mean()) / returns.std(unbiased=False)
+    assert torch.allclose(gated[Postprocessing.ADVANTAGES][mask], expected, atol=1e-6)
+    assert torch.equal(gated[Postprocessing.ADVANTAGES][~mask], torch.zeros(2))
+    assert not torch.allclose(plain[Postprocessing.ADVANTAGES][mask], expected, atol=1e-3)
+    assert torch.equal(gated[Postprocessing.VALUE_TARGETS], plain[Postprocessing.VALUE_TARGETS])  # the critic trains on
+    good = [0.5, 1.0, 0.0, 0.0, 0.0, 0.0]  # the true values: the gate lets it through
+    assert ppo_math.explained_variance(torch.tensor(good), run(good, True)[Postprocessing.VALUE_TARGETS], mask) > 0
+    assert torch.equal(run(good, True)[Postprocessing.ADVANTAGES], run(good, False)[Postprocessing.ADVANTAGES])
+
+
 def test_the_shuffle_control_permutes_loss_rows_only():
     from ray.rllib.evaluation.postprocessing import Postprocessing
 

@@ -292,7 +292,7 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                       "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "preference": cfg.reward == "preference",
                       "rollout_length": cfg.rollout_length, "group_size": cfg.group_size, "shuffle_advantages": cfg.shuffle_advantages,
-                      "seed": cfg.seed, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
+                      "critic_gate": cfg.critic_gate, "seed": cfg.seed, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )

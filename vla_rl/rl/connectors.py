@@ -139,6 +139,11 @@ class Advantages(ConnectorV2):
     - advantages: GAE's (`estimator="gae"`), or group-relative (`"group"`, GRPO / SimpleVLA-RL: each episode's
       return minus its group's mean, `ppo_math.group_advantages`; episodes cut at the rollout boundary or alone in
       their group weigh 0) — value targets stay GAE's either way, so the critic still trains and is measured;
+    - the critic gate (GAE only, `critic_gate`): if the critic's explained variance on this fresh batch is not above
+      0 — it predicts no better than the batch's mean return — its advantages would carry its error, so the
+      batch's advantages are Monte-Carlo returns-to-go instead (V = 0, λ = 1; whitening then subtracts the batch
+      mean: REINFORCE with a mean baseline). The value targets stay GAE's, so the critic trains on and takes over
+      once it predicts. Logged as `value/critic_gated` (1 = fell back);
     - whitening (GAE only): zero mean, unit std over the loss rows (`ppo_math.whiten` with the mask); the group
       estimator is already centred and scaled, and its zeros must stay zero; bootstrap rows get 0 either way.
     Logs `value/explained_variance_batch`: the critic's explained variance on this fresh batch, before it trains on
@@ -146,11 +151,12 @@ class Advantages(ConnectorV2):
     estimator `policy/informative_groups` (the fraction of groups whose returns differ).
     """
 
-    def __init__(self, *args, gamma: float = 0.99, lam: float = 0.95, estimator: str = "gae", **kwargs):
+    def __init__(self, *args, gamma: float = 0.99, lam: float = 0.95, estimator: str = "gae", critic_gate: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if estimator not in ("gae", "group"):
             raise ValueError(f"advantage estimator {estimator!r}: choose 'gae' or 'group'")
-        self.gamma, self.lam, self.estimator = float(gamma), float(lam), estimator
+        self.gamma, self.lam, self.estimator, self.critic_gate = float(gamma), float(lam), estimator, bool(critic_gate)
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
         chunks = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
@@ -162,8 +168,13 @@ class Advantages(ConnectorV2):
             truncated = torch.as_tensor(mb[Columns.TRUNCATEDS], device=device).bool()
             mask = torch.as_tensor(mb[Columns.LOSS_MASK], device=device).bool()
             next_values = torch.cat([values[1:], values.new_zeros(1)])
-            advantages, targets = ppo_math.gae(rewards, values, next_values, terminated, terminated | truncated | ~mask,
-                                               self.gamma, self.lam)
+            cut = terminated | truncated | ~mask
+            advantages, targets = ppo_math.gae(rewards, values, next_values, terminated, cut, self.gamma, self.lam)
+            ev = ppo_math.explained_variance(values, targets, mask)
+            gated = self.critic_gate and self.estimator == "gae" and not ev > 0.0  # nan (constant targets) gates too
+            if gated:
+                zeros = torch.zeros_like(values)
+                advantages, _ = ppo_math.gae(rewards, zeros, zeros, terminated, cut, self.gamma, 1.0)
             if self.estimator == "group":  # already centred per group and scaled per batch: whitening again would
                 # re-centre by the row-weighted mean and give every zero-advantage episode (cut, alone, all alike) a push
                 advantages = self._group(chunks, mid, rewards, shared_data[GROUP_OUTCOMES], metrics).to(device)
@@ -172,8 +183,9 @@ class Advantages(ConnectorV2):
             advantages = torch.where(mask, advantages, torch.zeros_like(advantages))
             mb[Postprocessing.ADVANTAGES], mb[Postprocessing.VALUE_TARGETS], mb[VF_PREDS] = advantages, targets, values
             if metrics is not None:
-                metrics.log_value((mid, "value/explained_variance_batch"),
-                                  ppo_math.explained_variance(values, targets, mask), window=1)
+                metrics.log_value((mid, "value/explained_variance_batch"), ev, window=1)
+                if self.critic_gate:
+                    metrics.log_value((mid, "value/critic_gated"), float(gated), window=1)
         return batch
 
     @staticmethod

@@ -70,7 +70,8 @@ class VLAPPOLearner(PPOTorchLearner):
         if group:
             self._learner_connector.prepend(EpisodeOutcomes())
         self._learner_connector.insert_before(GeneralAdvantageEstimation, Advantages(
-            gamma=self.config.gamma, lam=self.config.lambda_, estimator="group" if group else "gae"))
+            gamma=self.config.gamma, lam=self.config.lambda_, estimator="group" if group else "gae",
+            critic_gate=bool(cfg.get("critic_gate", False))))
         self._learner_connector.remove(GeneralAdvantageEstimation)
         if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(Advantages, ReferenceBinLogp(
