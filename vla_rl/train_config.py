@@ -275,6 +275,9 @@ class TrainConfig:
         if self.envs_per_runner % self.group_size:
             raise ConfigError(f"group_size={self.group_size} does not divide envs_per_runner={self.envs_per_runner}: "
                               "each runner's envs split into whole groups — pick a divisor")
+        if self.critic_gate and self.group_size > 1:
+            raise ConfigError(f"critic_gate=true with group_size={self.group_size}: group advantages use no critic, so "
+                              "there is nothing to gate — drop --critic_gate or set --group_size 1")
         batch = max(1, self.env_runners) * self.envs_per_runner * self.rollout_length
         if self.minibatch_size > batch:
             raise ConfigError(f"minibatch_size={self.minibatch_size} exceeds the batch of {batch} decisions per "
