@@ -94,6 +94,11 @@ class TrainConfig:
     beta: float = 0.05
     # Adapt β toward this KL per token (nats) — 0 = keep β fixed.
     kl_target: float = 0.0
+    # Early stop of the policy's update (SB3 `target_kl`, CleanRL `--target-kl`): once a minibatch's approximate KL to
+    # the sampling policy (k3 on the sampled tokens, nats per token) exceeds 1.5 x this, the update's remaining
+    # minibatch steps leave LoRA alone (the critic keeps training). Bounds how far one noisy batch moves the policy,
+    # whatever lr and epochs are. 0 = off.
+    target_kl: float = 0.0
     # Learning rate of the LoRA adapters (AdamW).
     lr: float = 1e-4
     # Learning rate of the value head (its own AdamW).
@@ -247,6 +252,7 @@ class TrainConfig:
             raise ConfigError(f"beta={self.beta} is negative: the KL penalty coefficient must be >= 0 (0 = no penalty)")
         check_range("beta", self.beta, 0.0, 1e6)
         check_range("kl_target", self.kl_target, 0.0, 1e6)
+        check_range("target_kl", self.target_kl, 0.0, 1e6)
         check_range("lr", self.lr, 1e-9, 1.0)
         check_range("vf_lr", self.vf_lr, 1e-9, 1.0)
         check_range("vf_coef", self.vf_coef, 0.0, 1e6)
@@ -278,6 +284,10 @@ class TrainConfig:
         if self.critic_gate and self.group_size > 1:
             raise ConfigError(f"critic_gate=true with group_size={self.group_size}: group advantages use no critic, so "
                               "there is nothing to gate — drop --critic_gate or set --group_size 1")
+        if self.target_kl and self.num_learners > 1:
+            raise ConfigError(f"target_kl={self.target_kl} with num_learners={self.num_learners}: each data-parallel "
+                              "learner would stop on its own shard's KL and the replicas' LoRA weights would part — "
+                              "use --num_learners 1 or --target_kl 0")
         batch = max(1, self.env_runners) * self.envs_per_runner * self.rollout_length
         if self.minibatch_size > batch:
             raise ConfigError(f"minibatch_size={self.minibatch_size} exceeds the batch of {batch} decisions per "

@@ -81,6 +81,31 @@ def test_critic_warmup_trains_the_value_head_and_keeps_the_policy_still(algo):
     assert changed and all("value_head" in k for k in changed), sorted(changed)[:5]
 
 
+def test_target_kl_stops_the_policy_steps_of_an_update_and_the_critic_keeps_training(algo):
+    from vla_rl.rl.checkpoint import learner_module
+
+    learner, module = algo.learner_group._learner, learner_module(algo)
+    # Once stopped, a step leaves LoRA alone and still moves the value head.
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    params = dict(learner._params)
+    learner._kl_stopped = True
+    try:
+        learner.apply_gradients({pid: torch.ones_like(p) for pid, p in params.items()})
+    finally:
+        learner._kl_stopped = False
+    changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all("value_head" in k for k in changed), sorted(changed)[:5]
+    # In a real update a target below any KL stops every step after the first (on-policy, KL 0) minibatch.
+    learner.config.learner_config_dict["target_kl"] = 1e-12
+    try:
+        row = algo.train()["learners"]["default_policy"]
+    finally:
+        learner.config.learner_config_dict["target_kl"] = 0.0
+    assert 0.0 < row["policy/kl_stopped_steps"] < 1.0
+    row = algo.train()["learners"]["default_policy"]
+    assert row["policy/kl_stopped_steps"] == 0.0  # off again: no step stopped
+
+
 def test_a_nan_gradient_step_is_skipped_not_applied(algo):
     learner = algo.learner_group._learner
     params = dict(learner._params)

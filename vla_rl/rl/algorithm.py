@@ -289,7 +289,7 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
                   learner_class=VLAPPOLearner,
                   learner_config_dict={
                       "ratio": cfg.ratio, "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
-                      "beta": cfg.beta, "kl_target": cfg.kl_target, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
+                      "beta": cfg.beta, "kl_target": cfg.kl_target, "target_kl": cfg.target_kl, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
                       "reward_model": reward_model, "preference": cfg.reward == "preference",
                       "rollout_length": cfg.rollout_length, "group_size": cfg.group_size, "shuffle_advantages": cfg.shuffle_advantages,
                       "critic_gate": cfg.critic_gate, "seed": cfg.seed, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})

@@ -21,7 +21,8 @@ the optimizers' moments untouched — and counted in `losses/skipped_steps`.
 
 `learner_config_dict`: ratio ("decision": one PPO ratio per decision, the sum of its K·D token log-ratios; "token":
 one per token, averaged over the decision — `ppo_math.token_clipped_surrogate`), lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
-critic_warmup (updates that train only the value loss, so a fresh value head does not feed noise
+target_kl (early stop: once a minibatch's k3 KL per token to the sampler exceeds 1.5 x target_kl, the update's
+remaining steps leave LoRA alone; logged as policy/kl_stopped_steps, the fraction of steps stopped), critic_warmup (updates that train only the value loss, so a fresh value head does not feed noise
 advantages to a good BC policy), temperature (must equal the module's), reward_model (a directory or ""), ref_chunk, kl_reference
 (False drops the reference pass and the KL term: the memory benchmark's control arm).
 """
@@ -62,6 +63,7 @@ class VLAPPOLearner(PPOTorchLearner):
             target=float(cfg["kl_target"]) if cfg.get("kl_target") else None,
             horizon=int(cfg.get("kl_horizon", 10_000)))
         self._first_minibatch = True
+        self._kl_stopped = False  # target_kl reached in this update: no more policy steps until the next one
         self.updates_done = 0  # learner updates (iterations) so far; checkpointed
         self._kl_sum, self._kl_rows, self._kl_samples, self._epochs = 0.0, 0, 0, 1
         # RLlib's GAE gives way to the project's (masked whitening, the group estimator); the reference distributions
@@ -151,6 +153,10 @@ class VLAPPOLearner(PPOTorchLearner):
             if SAMPLED_TOKEN_LOGP in batch:
                 log_r = fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]
                 stats["policy/approx_kl_per_token"] = float(ppo_math.masked_mean((log_r.exp() - 1.0 - log_r).mean(-1), mask))
+                target = float(cfg.get("target_kl", 0.0) or 0.0)
+                if target and stats["policy/approx_kl_per_token"] > 1.5 * target:
+                    self._kl_stopped = True  # this minibatch's step and every later one leave LoRA alone
+            stats["policy/kl_stopped_steps"] = float(self._kl_stopped)
             if self._first_minibatch:
                 # On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from
                 # the policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not).
@@ -176,9 +182,9 @@ class VLAPPOLearner(PPOTorchLearner):
             for optim in self._optimizer_parameters:
                 optim.zero_grad(set_to_none=True)
             return
-        if self.updates_done < int(self.config.learner_config_dict.get("critic_warmup", 0)):
-            # The value loss also reaches LoRA through the shared backbone: keep the policy still while warming
-            # up (grad None: AdamW skips the tensor, momentum included).
+        if self._kl_stopped or self.updates_done < int(self.config.learner_config_dict.get("critic_warmup", 0)):
+            # Critic warm-up or a target_kl stop: the value loss also reaches LoRA through the shared backbone, so keep
+            # the policy still (grad None: AdamW skips the tensor, momentum included) while the critic trains.
             lora = {id(p) for name, opt in self._named_optimizers.items() if name.endswith("lora")
                     for group in opt.param_groups for p in group["params"]}
             for pid in [pid for pid in gradients_dict if id(self._params[pid]) in lora]:
@@ -189,6 +195,7 @@ class VLAPPOLearner(PPOTorchLearner):
     # --- per-update bookkeeping ----------------------------------------------------------------------
     def update(self, *args, **kwargs):
         self._first_minibatch = True
+        self._kl_stopped = False
         self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
         self._epochs = max(1, int(kwargs.get("num_epochs", 1) or 1))
         return super().update(*args, **kwargs)
