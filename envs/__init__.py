@@ -18,7 +18,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from envs.backend import TaskBackend, TaskStatus  # noqa: E402
 from envs.chunking import ActionChunkWrapper  # noqa: E402
 from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
-from envs.errors import ConfigError
 from envs.experts import ScriptedExpert
 from envs.instruction import decode_instruction, encode_instruction
 from envs.options import EnvOptions
@@ -37,7 +36,6 @@ register_gym_envs()
 __all__ = [
     "PRIVILEGED_INFO_KEYS",
     "ActionChunkWrapper",
-    "ConfigError",
     "DatasetError",
     "DemoDataset",
     "DemoWriter",

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
-from vla_rl.errors import VLARLError
-from vla_rl.formats import read_checked_bytes, read_versioned_json
+from vla_rl.base.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.base.errors import VLARLError
+from vla_rl.base.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-demos"
 VERSION = 1
@@ -178,7 +178,7 @@ class DemoWriter:
     def __init__(self, path: str | Path, env: dict[str, Any]):
         self.path = Path(path)
         env = {k: (list(v) if isinstance(v, tuple) else v) for k, v in env.items()}
-        from vla_rl.outputs import DEMOS, existing_output
+        from vla_rl.base.outputs import DEMOS, existing_output
 
         if existing_output(self.path, DEMOS):
             existing = DemoDataset(self.path)
@@ -222,7 +222,7 @@ class DemoWriter:
 
 
 def _validate_index(index: dict[str, Any], where: Path) -> dict[str, Any]:
-    """Field checks after the format/version header (vla_rl.formats.read_versioned_json)."""
+    """Field checks after the format/version header (vla_rl.base.formats.read_versioned_json)."""
     for k, typ in (("env_id", str), ("action_dim", int), ("state_dim", int), ("image_shape", list),
                    ("instruction_length", int), ("episodes", list), ("collections", list)):
         if not isinstance(index.get(k), typ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.errors import ConfigError
+from vla_rl.base.errors import ConfigError
 
 PAD_ID = 0
 VOCAB_SIZE = 257  # 256 byte values + padding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from envs.errors import check_choice, check_range
+from vla_rl.base.validation import check_choice, check_range
 
 
 @dataclass

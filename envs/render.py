@@ -9,7 +9,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from envs.errors import ConfigError
+from vla_rl.base.errors import ConfigError
 
 _SLOW_FLAGS = (
     mujoco.mjtRndFlag.mjRND_SHADOW,

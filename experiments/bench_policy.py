@@ -234,7 +234,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from vla_rl.atomic_io import atomic_write_text
+        from vla_rl.base.atomic_io import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
 

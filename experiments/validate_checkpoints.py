@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from vla_rl.atomic_io import atomic_write_text
+from vla_rl.base.atomic_io import atomic_write_text
 from vla_rl.run_summary import VALIDATION_FILE
 from vla_rl.train_config import seeds_overlap
 

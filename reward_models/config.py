@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from envs.errors import ConfigError, check_choice, check_range
+from vla_rl.base.errors import ConfigError
+from vla_rl.base.validation import check_choice, check_range
 
 SELECTIONS = ("uniform", "disagreement", "entropy")
 
@@ -53,7 +54,7 @@ class LabelerOptions:
         check_range(f"{p}vlm_batch_size", self.vlm_batch_size, 1, 4096)
         check_choice(f"{p}vlm_dtype", self.vlm_dtype, ("float32", "bfloat16", "float16"))
         if self.labeler == "hf":
-            from vla_rl.config import check_device
+            from vla_rl.base.validation import check_device
 
             check_device(f"{p}vlm_device", self.vlm_device)
         check_range(f"{p}timeout", self.timeout, 0.01, 3600)

@@ -1,6 +1,7 @@
 """The online preference loop: rollout frames → queries → labeler actor → pair dataset → Bradley–Terry updates.
 
-`PreferenceLoop.step(iteration, episodes)` runs in the driver between sampling and the PPO update:
+`PreferenceLoop.step(iteration, frames)` runs in the driver between sampling and the PPO update, on the batch's
+frames (`EpisodeFrames`; the RL side converts RLlib's episodes once, `vla_rl.rl.episodes.episode_frames`):
 
 1. **Queries** (every `query_every` iterations, until `max_queries`): a candidate pool of
    `pool_factor × n` uniform pairs of frames (or segments) of *this* batch's episodes with the same
@@ -47,29 +48,7 @@ from reward_models.config import PreferenceOptions
 from reward_models.labelers.base import LabelResult
 from reward_models.pairs import PairDataset
 from reward_models.reward_model import RewardEnsemble, RewardModelConfig
-from reward_models.segments import _Episodes, sample_candidates, select_pairs
-
-
-# --- rollout episodes as query candidates ---------------------------------------------------------
-def rollout_episodes(episodes, source: str) -> _Episodes:
-    """Frames, instructions and privileged progress of RLlib episodes (every observation, reset frame included)."""
-    from envs.instruction import decode_instruction
-
-    out = _Episodes(source, [], [], [], [], [])
-    for e in episodes:
-        obs = e.get_observations()
-        infos = e.get_infos()
-        images = np.asarray(obs["image"], dtype=np.uint8)
-        instr = np.asarray(obs["instruction"], dtype=np.int64)
-        progress = np.array([float(i.get("progress", np.nan)) for i in infos], dtype=np.float64)
-        if len(progress) != len(images):  # infos are aligned with observations in RLlib's episodes
-            progress = np.full(len(images), np.nan)
-        out.image.append(images)
-        out.instruction.append(instr[0])
-        out.text.append(decode_instruction(instr[0]))
-        out.gt.append(progress)
-        out.progress.append(progress)
-    return out
+from reward_models.segments import EpisodeFrames, sample_candidates, select_pairs
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -125,20 +104,20 @@ class PreferenceLoop:
         self.state.used += [p.id for p in labelled if p.id not in set(self.state.used)]
 
     # --- one iteration ----------------------------------------------------------------------------
-    def step(self, iteration: int, episodes) -> tuple[dict[str, float], RewardEnsemble | None]:
+    def step(self, iteration: int, frames: EpisodeFrames) -> tuple[dict[str, float], RewardEnsemble | None]:
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         s = self.state
         s.iterations = iteration
         if (iteration - 1) % self.opts.query_every == 0 and s.requested < self.opts.max_queries:
-            self._ask(iteration, episodes)
+            self._ask(iteration, frames)
         new_ids = self._collect(iteration, metrics)
         t1 = time.perf_counter()
         new_model = None
         if new_ids or (self.model is None and s.used):  # new labels, or adopted pairs and no model yet
             new_model = self._update(metrics)
-        if self.model is not None and episodes:  # the audit scores the batch once more: timed with the updates
-            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(episodes)
+        if self.model is not None and frames.image:  # the audit scores the batch once more: timed with the updates
+            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(frames)
         t2 = time.perf_counter()
         metrics.update({
             "labels/requested": s.requested, "labels/answered": s.answered, "labels/valid": s.valid,
@@ -149,13 +128,12 @@ class PreferenceLoop:
             metrics.setdefault(k, v)
         return metrics, new_model
 
-    def _ask(self, iteration: int, episodes) -> None:
+    def _ask(self, iteration: int, frames: EpisodeFrames) -> None:
         s, o = self.state, self.opts
         n = min(o.queries_per_round, o.max_queries - s.requested)
-        eps = rollout_episodes(episodes, f"rollout:iteration {iteration}")
-        if not eps.image:
+        if not frames.image:
             return
-        candidates = sample_candidates([eps], n * o.pool_factor, o.segment_length, self.rng)
+        candidates = sample_candidates([frames], n * o.pool_factor, o.segment_length, self.rng)
         method = o.selection if self.model is not None else "uniform"
         queries = select_pairs(candidates, n, method, self.model, self.rng)
         fresh, seen = [], set()
@@ -260,11 +238,10 @@ class PreferenceLoop:
         return model
 
     @torch.no_grad()
-    def spearman_vs_progress(self, episodes) -> float:
+    def spearman_vs_progress(self, eps: EpisodeFrames) -> float:
         """Rank correlation of the current model's reward with privileged progress over this batch's frames."""
         from scipy.stats import spearmanr
 
-        eps = rollout_episodes(episodes, "")
         images = np.concatenate(eps.image)
         progress = np.concatenate(eps.progress)
         instr = np.concatenate([np.repeat(i[None], len(im), 0) for i, im in zip(eps.instruction, eps.image, strict=True)])
@@ -284,7 +261,7 @@ class PreferenceLoop:
 
     def save(self, path: str | Path) -> None:
         """Write the loop's state into `path` (a directory inside a checkpoint being assembled)."""
-        from vla_rl.atomic_io import atomic_write_json
+        from vla_rl.base.atomic_io import atomic_write_json
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -297,7 +274,7 @@ class PreferenceLoop:
     def load_state(path: str | Path) -> tuple[dict, RewardEnsemble | None]:
         import json
 
-        from vla_rl.checkpoints import CheckpointError
+        from vla_rl.base.errors import CheckpointError
 
         path = Path(path)
         f = path / "preference_state.json"

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from vla_rl.atomic_io import atomic_write_bytes, atomic_write_json
-from vla_rl.errors import VLARLError
-from vla_rl.formats import read_checked_bytes, read_versioned_json
+from vla_rl.base.atomic_io import atomic_write_bytes, atomic_write_json
+from vla_rl.base.errors import VLARLError
+from vla_rl.base.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-pairs"
 VERSION = 1
@@ -107,7 +107,7 @@ class PairDataset:
     """Read/append access to a pair directory (created on first write)."""
 
     def __init__(self, path: str | Path, create: bool = False):
-        from vla_rl.outputs import PAIRS, existing_output
+        from vla_rl.base.outputs import PAIRS, existing_output
 
         self.path = Path(path)
         index_path = self.path / INDEX

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_rl.atomic_io import atomic_write_json, replace_dir
-from vla_rl.errors import VLARLError
-from vla_rl.formats import read_checked_bytes, read_versioned_json
+from vla_rl.base.atomic_io import atomic_write_json, replace_dir
+from vla_rl.base.errors import VLARLError
+from vla_rl.base.formats import read_checked_bytes, read_versioned_json
 
 FORMAT = "vla-rl-reward-model"
 VERSION = 1
@@ -224,7 +224,7 @@ class RewardEnsemble(nn.Module):
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
-        from vla_rl.outputs import REWARD_MODEL, check_replaceable
+        from vla_rl.base.outputs import REWARD_MODEL, check_replaceable
 
         path = Path(path)
         check_replaceable(path, REWARD_MODEL)

@@ -17,14 +17,20 @@ import numpy as np
 import torch
 
 from envs.demos import DemoDataset
-from envs.errors import ConfigError
 from reward_models.pairs import Pair
+from vla_rl.base.errors import ConfigError
 
 METHODS = ("uniform", "disagreement", "entropy")
 
 
 @dataclass
-class _Episodes:
+class EpisodeFrames:
+    """The frames, instructions and privileged progress of a set of episodes: what pair sampling reads.
+
+    Built from a demo dataset (`load_episodes`) or from rollouts (`vla_rl.rl.episodes.episode_frames`); `source`
+    names where they came from and goes into every pair's provenance.
+    """
+
     source: str
     image: list[np.ndarray]
     instruction: list[np.ndarray]
@@ -33,11 +39,11 @@ class _Episodes:
     progress: list[np.ndarray]
 
 
-def load_episodes(paths) -> list[_Episodes]:
+def load_episodes(paths) -> list[EpisodeFrames]:
     out = []
     for path in paths:
         ds = DemoDataset(path)
-        eps = _Episodes(str(path), [], [], [], [], [])
+        eps = EpisodeFrames(str(path), [], [], [], [], [])
         for ep in ds:
             eps.image.append(ep.image)
             eps.instruction.append(ep.instruction)
@@ -48,7 +54,7 @@ def load_episodes(paths) -> list[_Episodes]:
     return out
 
 
-def sample_candidates(datasets: list[_Episodes], n: int, segment_length: int, rng: np.random.Generator) -> list[Pair]:
+def sample_candidates(datasets: list[EpisodeFrames], n: int, segment_length: int, rng: np.random.Generator) -> list[Pair]:
     """`n` uniform pairs of same-instruction segments (images, refs, privileged returns and progress)."""
     flat = [(d, i) for d in datasets for i in range(len(d.image)) if len(d.image[i]) >= segment_length]
     if len(flat) < 1:

@@ -1,6 +1,7 @@
 import pytest
 
-from envs import ConfigError, EnvOptions
+from envs import EnvOptions
+from vla_rl.base.errors import ConfigError
 from vla_rl.config import CollectConfig, load_config, parse_config, save_config
 
 

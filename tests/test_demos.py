@@ -133,7 +133,7 @@ def test_refuses_non_dataset_directory(tmp_path, episodes_and_env):
     _, env = episodes_and_env
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
-    from vla_rl.outputs import OutputError
+    from vla_rl.base.outputs import OutputError
 
     with pytest.raises(OutputError, match="not empty and is not a demo dataset"):
         DemoWriter(tmp_path / "d", env_facts(env))

@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from envs.errors import ConfigError
 from vla_rl import ray_address
+from vla_rl.base.errors import ConfigError
 
 
 def test_auto_without_a_cluster_says_how_to_start_one(tmp_path, monkeypatch):

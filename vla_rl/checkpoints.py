@@ -1,12 +1,29 @@
-"""Training checkpoints: `OUT/checkpoints/<step>/{pretrained_model,training_state}` + a `last` link.
+"""Checkpoints of both training verbs, in one layout: `OUT/checkpoints/<step>/` + `last` (and `best`) links.
+
+`vla-rl pretrain` (BC), `save_checkpoint` / `load_training_state`:
 
     checkpoints/000500/pretrained_model/     the policy (vla_rl.policy.policy_io format)
     checkpoints/000500/training_state/       optimizer.safetensors (AdamW moments, by parameter
                                              name) + state.json (step, param groups, RNG states)
     checkpoints/last -> 000500               symlink, swapped atomically after a save completes
 
-No pickles: optimizer tensors and the torch RNG go to safetensors, the rest to JSON. A step
-directory is renamed into place only when complete, so `last` always points at a whole one.
+`vla-rl train` (RL), `save_rl_checkpoint` / `load_train_state`:
+
+    checkpoints/000010/pretrained_model/   the policy (vla_rl.policy format: base + adapter/ in PEFT format
+                                           + value head), what `vla-rl eval` and `vla-rl export` read
+    checkpoints/000010/rllib/              RLlib's own state: LoRA + value head, both optimizers, the KL
+                                           controller, lifetime counters (cloudpickle: this run's own files)
+    checkpoints/000010/train_state.json    iteration, env steps, wall time, RNG states of driver and runners
+    checkpoints/000010/preference/         (--reward preference) the loop's state: counters, RNG, labelled ids in
+                                           order, pending rounds (preference_state.json) + reward_model/
+    checkpoints/last -> 000010
+    checkpoints/best -> 000010             (--val_episodes N) the checkpoint of the best validation success so far;
+                                           train_state.json's "best" holds its iteration and success
+
+No pickles of the project's own: optimizer tensors and the torch RNG go to safetensors, the rest to JSON (RLlib's
+resume state is the run's own file). A step directory is assembled under a temporary name and renamed into place
+only when complete, and the links are swapped atomically afterwards, so `last` always names a whole checkpoint.
+The RL half only calls the algorithm it is given (`policy_module()`, `save_to_path`, `rng_state`): no RLlib import.
 """
 
 from __future__ import annotations
@@ -20,14 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_rl.atomic_io import atomic_write_json, replace_dir
-from vla_rl.errors import VLARLError
+from vla_rl.base.atomic_io import atomic_write_json, replace_dir
+from vla_rl.base.errors import CheckpointError
 
 LAST = "last"
-
-
-class CheckpointError(VLARLError):
-    """A checkpoint is missing or does not fit the run; the message names the file and field."""
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -77,7 +90,7 @@ def point_last(root: Path, final: Path, name: str = LAST) -> None:
 
 def check_same_options(config_class, cfg, saved_path: Path, changeable: tuple[str, ...], what: str) -> None:
     """Refuse `--resume` when an option other than `changeable` differs from the run's saved config."""
-    from envs.errors import ConfigError
+    from vla_rl.base.errors import ConfigError
     from vla_rl.config import config_to_yaml, load_config
 
     if not saved_path.is_file():
@@ -133,4 +146,53 @@ def load_training_state(ckpt: str | Path, optimizer: torch.optim.Optimizer, name
     optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
     torch.set_rng_state(tensors["__torch_rng__"])
     np_rng.bit_generator.state = state["numpy_rng"]
+    return state
+
+
+# --- RL checkpoints (vla-rl train) ------------------------------------------------------------------
+STATE_FILE = "train_state.json"
+
+
+def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, Any]) -> Path:
+    root = Path(root)
+    final = step_dir(root, iteration)
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    algo.policy_module().policy.save_pretrained(tmp / "pretrained_model")  # the learner's weights, not a runner's
+    algo.save_to_path(str((tmp / "rllib").resolve()))
+    atomic_write_json(tmp / STATE_FILE, {**state, "iteration": iteration, "rng": algo.rng_state()})
+    if getattr(algo, "preference", None) is not None:
+        algo.preference.save(tmp / "preference")
+    replace_dir(tmp, final)
+    point_last(root, final)
+    return final
+
+
+BEST = "best"
+
+
+def is_better(val_success: float, best: dict | None) -> bool:
+    """Does a checkpoint with this validation success replace `best` ({"iteration", "success_rate"} or None)?
+    Ties go to the later checkpoint: equal validation success, more training."""
+    return best is None or val_success >= float(best["success_rate"])
+
+
+def point_best(root: str | Path, iteration: int) -> None:
+    point_last(Path(root), step_dir(Path(root), iteration), BEST)
+
+
+def load_train_state(ckpt: str | Path) -> dict[str, Any]:
+    path = Path(ckpt) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing — the checkpoint is incomplete")
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    for key in ("iteration", "env_steps", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{path}: field {key!r} is missing")
+    if not (Path(ckpt) / "rllib").is_dir():
+        raise CheckpointError(f"{Path(ckpt) / 'rllib'}: missing — the checkpoint is incomplete")
     return state

@@ -85,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"vla-rl: unknown verb {verb!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from vla_rl.base.errors import VLARLError
     from vla_rl.config import parse_config
-    from vla_rl.errors import VLARLError
 
     _, config_path, module = VERBS[verb]
     try:

@@ -17,9 +17,10 @@ from typing import TypeVar
 import draccus
 import yaml
 
-from envs.errors import ConfigError, check_range
 from envs.options import EnvOptions
-from vla_rl.atomic_io import atomic_write_text
+from vla_rl.base.atomic_io import atomic_write_text
+from vla_rl.base.errors import ConfigError
+from vla_rl.base.validation import check_device, check_range
 
 T = TypeVar("T")
 
@@ -166,26 +167,6 @@ def load_config(config_class: type[T], path: str | Path) -> T:
     return cfg
 
 
-def check_device(field_name: str, device: str) -> None:
-    """Refuse a torch device this machine does not have, before anything loads onto it."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"{field_name}={device!r} is not a torch device — use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ConfigError(f"{field_name}={device!r}: this torch has no CUDA device "
-                              f"(torch {torch.__version__}) — use --{field_name} cpu")
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"{field_name}={device!r}: only {n} CUDA device(s) here (cuda:0..cuda:{n - 1})")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{field_name}={device!r}: MPS is not available here — use --{field_name} cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{field_name}={device!r}: unsupported device type — use cpu, cuda, cuda:N or mps")
-
 
 @dataclass
 class PolicyOptions:
@@ -209,7 +190,7 @@ class PolicyOptions:
     dtype: str = "float32"
 
     def validate(self) -> None:
-        from envs.errors import check_choice
+        from vla_rl.base.validation import check_choice
 
         check_choice("policy.family", self.family, ("llava", "idefics3"))
         check_choice("policy.preset", self.preset, ("tiny", "small"))

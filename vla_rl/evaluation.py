@@ -8,7 +8,6 @@ a chunk, and a success reached inside a chunk counts.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,14 @@ from envs import EnvOptions, make_env
 from vla_rl.policy.vla_policy import PolicyError
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval for a binomial rate (sane at 0 % and 100 %, unlike Wald)."""
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial rate (sane at 0 % and 100 %, unlike Wald), from scipy."""
+    from scipy.stats import binomtest
+
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def check_env_fits(policy, env_id: str, options: EnvOptions) -> None:
@@ -54,7 +52,7 @@ def check_env_fits(policy, env_id: str, options: EnvOptions) -> None:
 def resolve_env(env: str, env_options: EnvOptions, policy, policy_path) -> tuple[str, EnvOptions]:
     """The env id and options to run a policy in: the given ones, or — with no --env and default
     options — the env and options of the policy's training demos."""
-    from envs.errors import ConfigError
+    from vla_rl.base.errors import ConfigError
 
     env_id = env or policy.spec.train_env
     if not env_id:

@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from envs.errors import ConfigError
+from vla_rl.base.errors import ConfigError
 
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head` on this machine
 

@@ -43,7 +43,7 @@ def evaluations(rows: list[dict], validation: dict[int, float] | None = None) ->
 def pick_by_validation(evals: list[dict], up_to: int | None = None) -> dict | None:
     """The evaluation `vla-rl train --val_episodes` would make `checkpoints/best` (highest validation success, the
     later of equals; the start, iteration 0, is no candidate), among iterations <= up_to."""
-    from vla_rl.rl.checkpoint import is_better
+    from vla_rl.checkpoints import is_better
 
     best = None
     for e in sorted(evals, key=lambda e: e["iteration"]):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from envs.errors import ConfigError, check_range
 from envs.options import EnvOptions
 from reward_models.config import PreferenceOptions
+from vla_rl.base.errors import ConfigError
+from vla_rl.base.validation import check_range
 
 
 @dataclass
@@ -24,7 +25,7 @@ class WandbOptions:
     tags: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        from envs.errors import check_choice
+        from vla_rl.base.validation import check_choice
 
         check_choice("wandb.mode", self.mode, ("online", "offline", "disabled"))
 
@@ -130,7 +131,8 @@ class TrainConfig:
     lora_r: int = 16
     # LoRA scale numerator (the update is scaled by alpha / r).
     lora_alpha: int = 32
-    # Dropout on the LoRA input (0: PPO's ratio must be the same in sampling and training).
+    # Dropout on the LoRA input: only 0 is accepted — the backbone runs in eval mode in sampling and training, so
+    # dropout would never act, and PPO's first ratio must be exactly 1. Kept so that saved run configs still load.
     lora_dropout: float = 0.0
     # Regex of module names that get LoRA: by default the LM's attention query and value projections (PEFT's default
     # targets for Llama): the weight sync is 1.4 percent of the small policy vs 6.8 with every projection, and drawer-open
@@ -202,7 +204,7 @@ class TrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        from envs.errors import check_choice
+        from vla_rl.base.validation import check_choice
 
         if not self.policy:
             raise ConfigError("policy='' : give a pretrained policy directory, e.g. "
@@ -260,7 +262,9 @@ class TrainConfig:
         check_range("critic_warmup", self.critic_warmup, 0, 10**9)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("temperature", self.temperature, 1e-4, 100.0)
-        check_range("lora_dropout", self.lora_dropout, 0.0, 0.9)
+        if self.lora_dropout != 0:
+            raise ConfigError(f"lora_dropout={self.lora_dropout!r} has no effect: the policy runs in eval mode in sampling "
+                              "and training (PPO's ratio must be 1 on its own samples) — leave it 0")
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("eval_videos", self.eval_videos, 0, 1000)
         check_range("eval_seed", self.eval_seed, 0, 2**31 - 1)

@@ -36,7 +36,7 @@ class HFVLMLabeler:
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
-        from vla_rl.hub import ModelSourceError, check_model_source
+        from vla_rl.base.hub import ModelSourceError, check_model_source
 
         self.model_id = model
         self.name = f"hf:{model}"

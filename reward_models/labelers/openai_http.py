@@ -38,7 +38,7 @@ from reward_models.labelers.prompts import (
     parse_answer,
 )
 from reward_models.pairs import Pair
-from vla_rl.atomic_io import atomic_write_json
+from vla_rl.base.atomic_io import atomic_write_json
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

@@ -71,7 +71,7 @@ def test_hf_checkpoint_loads_through_the_same_path(tiny_policy, obs_batch, tmp_p
 
 def test_hf_missing_checkpoint_fails_at_once_without_the_hub(tmp_path, monkeypatch):
     """A mistyped local path must not be retried against the hub as an id."""
-    from vla_rl.hub import ModelSourceError
+    from vla_rl.base.hub import ModelSourceError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     at = ActionTokenizer((-1.0,), (1.0,))

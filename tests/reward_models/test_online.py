@@ -8,8 +8,9 @@ import torch
 
 from envs.instruction import encode_instruction
 from reward_models.labeler_actor import LocalLabelers
-from reward_models.online import PreferenceLoop, PreferenceOptions, rollout_episodes
+from reward_models.online import PreferenceLoop, PreferenceOptions
 from reward_models.pairs import PairDataset
+from vla_rl.rl.episodes import episode_frames
 
 
 class FakeEpisode:
@@ -31,6 +32,11 @@ class FakeEpisode:
 def batch(seed, episodes=4, length=21):
     rng = np.random.default_rng(seed)
     return [FakeEpisode(np.clip(np.cumsum(rng.uniform(0, 0.1, length)), 0, 1)) for _ in range(episodes)]
+
+
+def frames(seed, iteration=None, **kw):
+    """A batch as the training step hands it to the loop: converted once, named after its iteration."""
+    return episode_frames(batch(seed, **kw), f"rollout:iteration {seed if iteration is None else iteration}")
 
 
 class CountingLabelers(LocalLabelers):
@@ -55,14 +61,14 @@ def make_loop(tmp_path, opts=OPTS, state=None, model=None, **kw):
 
 
 def test_rollout_frames_keep_images_instruction_and_progress():
-    eps = rollout_episodes(batch(0, episodes=2, length=5), "rollout:iteration 1")
+    eps = episode_frames(batch(0, episodes=2, length=5), "rollout:iteration 1")
     assert len(eps.image) == 2 and eps.image[0].shape == (5, 64, 64, 3) and eps.text == ["open the drawer"] * 2
     assert np.allclose(eps.progress[0], batch(0, episodes=2, length=5)[0].progress)
 
 
 def test_first_round_is_awaited_then_answers_lag_one_iteration(tmp_path):
     loop, labelers = make_loop(tmp_path)
-    m1, model1 = loop.step(1, batch(1))
+    m1, model1 = loop.step(1, frames(1))
     # Iteration 1: no model yet, so its answers are consumed at once and the first model is trained.
     assert model1 is not None and m1["reward_model/version"] == 1 and m1["labels/requested"] == 12
     assert m1["labels/answered"] == 12 and m1["labels/pending"] == 0 and m1["labels/teacher_accuracy"] == 1.0
@@ -70,21 +76,21 @@ def test_first_round_is_awaited_then_answers_lag_one_iteration(tmp_path):
     assert len(ds) == 12 and all(e["label_source"] == "scripted:oracle" for e in ds.entries)
     assert all(e["provenance"]["asked_at_iteration"] == 1 for e in ds.entries)
     # Iteration 2 asks 12 more; they are answered but consumed only at iteration 3 (label_lag 1).
-    m2, model2 = loop.step(2, batch(2))
+    m2, model2 = loop.step(2, frames(2))
     assert model2 is None and m2["reward_model/version"] == 1 and m2["labels/pending"] == 12
     assert m2["labels/requested"] == 24 and len(PairDataset(tmp_path / "pairs")) == 24
-    m3, model3 = loop.step(3, batch(3))
+    m3, model3 = loop.step(3, frames(3))
     assert model3 is not None and m3["reward_model/version"] == 2 and m3["labels/answered"] >= 24
     # The budget: 30 queries in all, the last round asks only 6.
     assert m3["labels/requested"] == 30
-    m4, _ = loop.step(4, batch(4))
+    m4, _ = loop.step(4, frames(4))
     assert m4["labels/requested"] == 30 and len(labelers.asked) == 30
 
 
 def test_the_reward_model_learns_the_teachers_order(tmp_path):
     loop, _ = make_loop(tmp_path, dataclasses.replace(OPTS, max_queries=60, queries_per_round=30))
     for it in range(1, 4):
-        metrics, _ = loop.step(it, batch(it))
+        metrics, _ = loop.step(it, frames(it))
     assert metrics["reward_model/spearman_vs_progress"] > 0.8
     r = loop.model.reward({"image": batch(9)[0].image, "instruction": batch(9)[0].instruction})
     assert r[-1] > r[0]  # the end of an episode (progress ~1) scores above its start (progress 0)
@@ -92,10 +98,10 @@ def test_the_reward_model_learns_the_teachers_order(tmp_path):
 
 def test_failed_calls_stay_unlabeled_and_are_asked_again(tmp_path):
     loop, labelers = make_loop(tmp_path, fail_first=1)
-    m1, model = loop.step(1, batch(1))
+    m1, model = loop.step(1, frames(1))
     assert model is None and m1["reward_model/version"] == 0 and m1["labels/pending"] == 12
     assert m1["labels/failed_rounds"] == 1 and PairDataset(tmp_path / "pairs").counts()["unlabeled"] == 12
-    m2, model = loop.step(2, batch(2))  # no model yet: lag 0 again; the 12 failed pairs ride along with 12 new
+    m2, model = loop.step(2, frames(2))  # no model yet: lag 0 again; the 12 failed pairs ride along with 12 new
     assert model is not None and m2["labels/pending"] == 0 and m2["labels/answered"] == 24
     assert len(labelers.asked) == 12 + 24 and PairDataset(tmp_path / "pairs").counts()["unlabeled"] == 0
 
@@ -103,17 +109,17 @@ def test_failed_calls_stay_unlabeled_and_are_asked_again(tmp_path):
 def test_resume_asks_no_query_twice_and_ends_where_the_uninterrupted_run_ends(tmp_path):
     a, _ = make_loop(tmp_path / "a")
     for it in (1, 2, 3):
-        metrics_a, _ = a.step(it, batch(it))
+        metrics_a, _ = a.step(it, frames(it))
     b, _ = make_loop(tmp_path / "b")
-    b.step(1, batch(1))
-    b.step(2, batch(2))
+    b.step(1, frames(1))
+    b.step(2, frames(2))
     state = b.state_dict()  # the checkpoint after iteration 2 (one round pending)
     b.save(tmp_path / "ckpt")
-    b.step(3, batch(3))  # ... the run goes on, then crashes; resume from the checkpoint:
+    b.step(3, frames(3))  # ... the run goes on, then crashes; resume from the checkpoint:
     loaded_state, model = PreferenceLoop.load_state(tmp_path / "ckpt")
     assert loaded_state == state
     c, labelers = make_loop(tmp_path / "b", state=loaded_state, model=model)
-    metrics_c, _ = c.step(3, batch(3))
+    metrics_c, _ = c.step(3, frames(3))
     assert labelers.asked == []  # every query of iteration 3 already has its answer in the dataset
     assert metrics_c["labels/from_dataset"] == 6 + 12
     for key in ("labels/requested", "labels/valid", "reward_model/version"):
@@ -124,7 +130,7 @@ def test_resume_asks_no_query_twice_and_ends_where_the_uninterrupted_run_ends(tm
 
 
 def test_options_are_validated_by_name():
-    from envs.errors import ConfigError
+    from vla_rl.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="preference.selection"):
         dataclasses.replace(OPTS, selection="random").validate()
@@ -134,10 +140,10 @@ def test_options_are_validated_by_name():
 
 def test_adopted_demo_pairs_train_the_first_model_with_the_first_round(tmp_path):
     first, _ = make_loop(tmp_path / "demo_run")
-    first.step(1, batch(1))  # 12 labelled pairs in tmp_path/demo_run/pairs
+    first.step(1, frames(1))  # 12 labelled pairs in tmp_path/demo_run/pairs
     opts = dataclasses.replace(OPTS, init_pairs=str(tmp_path / "demo_run/pairs"))
     loop, labelers = make_loop(tmp_path / "run", opts, fail_first=1)
     assert len(loop.pairs) == 12 and all("copied_from" in e["provenance"] for e in loop.pairs.entries)
-    metrics, model = loop.step(1, batch(5))  # the round fails, yet the adopted pairs give a first model
+    metrics, model = loop.step(1, frames(5, 1))  # the round fails, yet the adopted pairs give a first model
     assert model is not None and metrics["reward_model/pairs"] == 12 and metrics["labels/requested"] == 12
     assert metrics["labels/pending"] == 12

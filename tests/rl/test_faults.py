@@ -127,9 +127,8 @@ class _FailingAlgo:
 
 
 def test_a_checkpoint_interrupted_mid_write_never_becomes_last(tiny_policy, tmp_path):
-    from vla_rl.checkpoints import latest, point_last, step_dir
+    from vla_rl.checkpoints import latest, point_last, save_rl_checkpoint, step_dir
     from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.checkpoint import save_rl_checkpoint
 
     root = tmp_path / "checkpoints"
     good = step_dir(root, 1)

@@ -16,6 +16,7 @@ from rl_setup import RUN, build_algo
 
 from reward_models.pairs import PairDataset
 from vla_rl.cli import main
+from vla_rl.rl.rllib_internals import driver_learner
 
 PREF = ["--reward", "preference", "--preference.queries_per_round", "8", "--preference.max_queries", "40",
         "--preference.ensemble_size", "1", "--preference.epochs", "3", "--preference.patience", "3"]
@@ -94,7 +95,7 @@ def test_the_learner_scores_with_the_newest_model_and_a_killed_labeler_is_restar
     import ray
 
     algo, labelers = pref_algo
-    learner = algo.learner_group._learner
+    learner = driver_learner(algo.learner_group)
     algo.train()
     loop = algo.preference
     assert learner._relabel.model is loop.model and loop.state.version == 1

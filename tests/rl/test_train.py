@@ -5,6 +5,7 @@ resumes exactly, and `vla-rl export` loads in peft and in transformers alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,9 +14,12 @@ import pytest
 import torch
 from obs_samples import make_obs
 from ray.rllib.core.columns import Columns
-from rl_setup import ENV, RUN, assert_runner_has_learner_weights, build_algo
+from rl_setup import ENV, RUN, SMALL, assert_runner_has_learner_weights, build_algo
 
 from vla_rl.cli import main
+from vla_rl.rl.rllib_internals import driver_learner
+from vla_rl.rl.run import TrainRun
+from vla_rl.train_config import TrainConfig, WandbOptions
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +39,8 @@ def _obs():
 
 
 def test_one_update_changes_only_lora_and_value_head_and_runners_follow(algo):
-    from vla_rl.rl.checkpoint import learner_module
 
-    module = learner_module(algo)
+    module = algo.policy_module()
     policy = module.policy
     before = {k: v.clone() for k, v in module.state_dict().items()}
     obs = _obs()
@@ -68,26 +71,26 @@ def test_one_update_changes_only_lora_and_value_head_and_runners_follow(algo):
 
 
 def test_critic_warmup_trains_the_value_head_and_keeps_the_policy_still(algo):
-    from vla_rl.rl.checkpoint import learner_module
 
-    learner, module = algo.learner_group._learner, learner_module(algo)
-    learner.config.learner_config_dict["critic_warmup"] = learner.updates_done + 1
+    learner, module = driver_learner(algo.learner_group), algo.policy_module()
+    settings = learner.settings
+    learner.settings = dataclasses.replace(settings, critic_warmup=learner.updates_done + 1)
     try:
         before = {k: v.clone() for k, v in module.state_dict().items()}
         algo.train()
     finally:
-        learner.config.learner_config_dict["critic_warmup"] = 0
+        learner.settings = settings
     changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all("value_head" in k for k in changed), sorted(changed)[:5]
 
 
 def test_target_kl_stops_the_policy_steps_of_an_update_and_the_critic_keeps_training(algo):
-    from vla_rl.rl.checkpoint import learner_module
 
-    learner, module = algo.learner_group._learner, learner_module(algo)
+    learner, module = driver_learner(algo.learner_group), algo.policy_module()
     # Once stopped, a step leaves LoRA alone and still moves the value head.
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    params = dict(learner._params)
+    params = {learner.get_param_ref(p): p for p in learner.get_parameters(learner.module["default_policy"])
+              if p.requires_grad}
     learner._kl_stopped = True
     try:
         learner.apply_gradients({pid: torch.ones_like(p) for pid, p in params.items()})
@@ -96,27 +99,29 @@ def test_target_kl_stops_the_policy_steps_of_an_update_and_the_critic_keeps_trai
     changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all("value_head" in k for k in changed), sorted(changed)[:5]
     # In a real update a target below any KL stops every step after the first (on-policy, KL 0) minibatch.
-    learner.config.learner_config_dict["target_kl"] = 1e-12
+    settings = learner.settings
+    learner.settings = dataclasses.replace(settings, target_kl=1e-12)
     try:
         row = algo.train()["learners"]["default_policy"]
     finally:
-        learner.config.learner_config_dict["target_kl"] = 0.0
+        learner.settings = settings
     assert 0.0 < row["policy/kl_stopped_steps"] < 1.0
     row = algo.train()["learners"]["default_policy"]
     assert row["policy/kl_stopped_steps"] == 0.0  # off again: no step stopped
 
 
 def test_a_nan_gradient_step_is_skipped_not_applied(algo):
-    learner = algo.learner_group._learner
-    params = dict(learner._params)
+    learner = driver_learner(algo.learner_group)
+    params = {learner.get_param_ref(p): p for p in learner.get_parameters(learner.module["default_policy"])
+              if p.requires_grad}
     before = {pid: p.detach().clone() for pid, p in params.items()}
     opt_before = {name: {k: {kk: (vv.clone() if torch.is_tensor(vv) else vv) for kk, vv in s.items()}
-                         for k, s in opt.state_dict()["state"].items()} for name, opt in learner._named_optimizers.items()}
+                         for k, s in opt.state_dict()["state"].items()} for name, opt in learner._optimizers()}
     grads = {pid: torch.full_like(p, float("nan")) for pid, p in params.items()}
     learner.apply_gradients(grads)
     for pid, p in params.items():
         assert torch.equal(p.detach(), before[pid])
-    for name, opt in learner._named_optimizers.items():
+    for name, opt in learner._optimizers():
         for k, s in opt.state_dict()["state"].items():
             for kk, vv in s.items():
                 assert torch.equal(torch.as_tensor(vv), torch.as_tensor(opt_before[name][k][kk]))
@@ -125,14 +130,12 @@ def test_a_nan_gradient_step_is_skipped_not_applied(algo):
 def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, tiny_policy):
     from collections import Counter
 
-    from vla_rl.rl.checkpoint import learner_module
-
     grouped = build_algo(tiny_policy, group_size=2, lr=1e-3)  # beside `algo`, in the same Ray
     try:
         episodes = [e for _, eps, _ in grouped._sample(30 * 4) for e in eps]
         firsts = [e.get_infos(0)["group_seed"] for e in episodes if e.t_started == 0]
         assert len(firsts) == 4 and sorted(Counter(firsts).values()) == [2, 2]  # 4 envs, two starts, two each
-        module = learner_module(grouped)
+        module = grouped.policy_module()
         before = {k: v.clone() for k, v in module.state_dict().items() if "lora_" in k}
         result = grouped.train()
         assert 0.0 <= result["learners"]["default_policy"]["policy/informative_groups"] <= 1.0
@@ -142,11 +145,10 @@ def test_group_size_starts_envs_in_groups_and_trains_on_group_advantages(algo, t
 
 
 def test_the_privileged_critic_trains_on_gae_targets_beside_lora_and_the_vla_value_head_stays(algo, tiny_policy):
-    from vla_rl.rl.checkpoint import learner_module
 
     asym = build_algo(tiny_policy, critic="privileged", gae_lambda=0.9, lr=1e-3)  # beside `algo`, in the same Ray
     try:
-        module = learner_module(asym)
+        module = asym.policy_module()
         before = {k: v.clone() for k, v in module.state_dict().items()}
         row = asym.train()["learners"]["default_policy"]
         changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
@@ -160,11 +162,10 @@ def test_the_privileged_critic_trains_on_gae_targets_beside_lora_and_the_vla_val
 
 
 def test_per_token_ratio_trains_from_the_samplers_token_log_probs(algo, tiny_policy):
-    from vla_rl.rl.checkpoint import learner_module
 
     per_token = build_algo(tiny_policy, ratio="token", lr=1e-3)  # beside `algo`, in the same Ray
     try:
-        module = learner_module(per_token)
+        module = per_token.policy_module()
         before = {k: v.clone() for k, v in module.state_dict().items() if "lora_" in k}
         row = per_token.train()["learners"]["default_policy"]
         assert row["policy/first_token_logp_max_dev"] < 1e-5 and row["policy/first_ratio_max_dev"] < 1e-5
@@ -181,7 +182,11 @@ def runs(tiny_policy, tmp_path_factory):
     # iteration is saved, it may become `best`); `best` must survive the resume too.
     base = ["train", "--policy", str(tiny_policy), *RUN, "--iterations", "4", "--eval_every", "2", "--eval_episodes",
             "2", "--val_episodes", "2", "--val_seed", "500", "--save_every", "3"]
-    assert main([*base, "--out", str(root / "four")]) == 0
+    # The 4-iteration run goes through the Python API, the 2 + 2 through the CLI: the same run either way.
+    summary = TrainRun(TrainConfig(
+        policy=str(tiny_policy), **SMALL, eval_every=2, wandb=WandbOptions(mode="disabled"), save_every=3, lr=1e-3,
+        iterations=4, eval_episodes=2, val_episodes=2, val_seed=500, out=str(root / "four"))).run()
+    assert summary["iteration"] == 4 and summary["env_steps"] == 480 and summary["best"]["iteration"] in (2, 4)
     assert main([*base, "--stop_after", "2", "--out", str(root / "two")]) == 0
     assert json.loads((root / "two/checkpoints/last/train_state.json").read_text())["iteration"] == 2
     assert main([*base, "--resume", "true", "--out", str(root / "two")]) == 0
@@ -225,7 +230,7 @@ def test_resume_2_plus_2_equals_4(runs):
 
 
 def test_best_checkpoint_is_the_best_validation_success_with_ties_to_the_later(runs):
-    from vla_rl.rl.checkpoint import is_better
+    from vla_rl.checkpoints import is_better
 
     assert is_better(0.5, None) and is_better(0.5, {"success_rate": 0.5}) and not is_better(0.4, {"success_rate": 0.5})
     for run in ("four", "two"):
@@ -354,7 +359,7 @@ def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss
     from vla_rl.rl.connectors import VF_PREDS
     from vla_rl.rl.env import build_rl_env
 
-    learner = algo.learner_group._learner
+    learner = driver_learner(algo.learner_group)
     gamma, lam = algo.config.gamma, algo.config.lambda_
     tok = learner.module["default_policy"].policy.action_tokenizer
     env = build_rl_env(ENV, EnvOptions(image_size=64), tok, 1, "shaped", seed=0)

@@ -15,8 +15,8 @@ from envs.demos import DemoWriter, env_facts
 from envs.experts import ScriptedExpert
 from envs.registry import make_env
 from vla_rl import __version__
+from vla_rl.base.outputs import DEMOS, prepare_output
 from vla_rl.config import CollectConfig, save_config
-from vla_rl.outputs import DEMOS, prepare_output
 
 
 def run(cfg: CollectConfig) -> int:

@@ -14,18 +14,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vla_rl.atomic_io import atomic_write_json
+from vla_rl.base.atomic_io import atomic_write_json
 from vla_rl.config import EvalConfig, save_config
 
 
 def run(cfg: EvalConfig) -> int:
+    from vla_rl.base.outputs import EVAL, clear_output, prepare_output
     from vla_rl.evaluation import (
         check_env_fits,
         evaluate_policy,
         progress_total,
         resolve_env,
     )
-    from vla_rl.outputs import EVAL, clear_output, prepare_output
     from vla_rl.policy import VLAPolicy
 
     out = Path(cfg.out)

@@ -22,7 +22,7 @@ def policy_dir_of(checkpoint: str | Path) -> Path:
 
 
 def run(cfg: ExportConfig) -> int:
-    from vla_rl.outputs import POLICY, prepare_output
+    from vla_rl.base.outputs import POLICY, prepare_output
     from vla_rl.policy import PolicyError, VLAPolicy
 
     out = Path(cfg.out)

@@ -24,16 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vla_rl.base.errors import CheckpointError
+from vla_rl.base.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.bc_data import BCData, random_shift
-from vla_rl.checkpoints import (
-    CheckpointError,
-    check_same_options,
-    latest,
-    load_training_state,
-    save_checkpoint,
-)
+from vla_rl.checkpoints import check_same_options, latest, load_training_state, save_checkpoint
 from vla_rl.config import PretrainConfig, save_config
-from vla_rl.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.schedules import warmup_cosine
 
 CONFIG_FILE = "pretrain_config.yaml"

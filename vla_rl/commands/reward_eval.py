@@ -40,7 +40,7 @@ def run(cfg: RewardEvalConfig) -> int:
     from reward_models.pairs import PairDataError, PairDataset
     from reward_models.reward_model import RewardEnsemble
     from reward_models.training import PairArrays, pair_metrics
-    from vla_rl.outputs import prepare_output_file
+    from vla_rl.base.outputs import prepare_output_file
 
     if cfg.out:
         prepare_output_file(cfg.out, cfg.overwrite)
@@ -69,7 +69,7 @@ def run(cfg: RewardEvalConfig) -> int:
         result["reward_frames_per_s"] = round(fps, 1)
     text = json.dumps(result)
     if cfg.out:
-        from vla_rl.atomic_io import atomic_write_text
+        from vla_rl.base.atomic_io import atomic_write_text
 
         atomic_write_text(cfg.out, text + "\n")
     print(text)

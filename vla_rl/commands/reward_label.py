@@ -17,7 +17,7 @@ from collections import Counter
 import numpy as np
 
 from reward_models.config import RewardLabelConfig
-from vla_rl.errors import VLARLError
+from vla_rl.base.errors import VLARLError
 
 
 class LabelingError(VLARLError):
@@ -37,7 +37,7 @@ def teacher_accuracy(pairs, results) -> float | None:
 def run(cfg: RewardLabelConfig) -> int:
     from reward_models.pairs import PairDataset
     from reward_models.segments import load_episodes, sample_candidates, select_pairs
-    from vla_rl.outputs import PAIRS, prepare_output
+    from vla_rl.base.outputs import PAIRS, prepare_output
 
     prepare_output(cfg.out, PAIRS, append=True)
     rng = np.random.default_rng(cfg.seed)

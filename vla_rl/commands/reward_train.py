@@ -11,7 +11,7 @@ def run(cfg: RewardTrainConfig) -> int:
     from reward_models.pairs import PairDataError, PairDataset
     from reward_models.reward_model import RewardModelConfig
     from reward_models.training import train_ensemble
-    from vla_rl.outputs import REWARD_MODEL, prepare_output
+    from vla_rl.base.outputs import REWARD_MODEL, prepare_output
 
     prepare_output(cfg.out, REWARD_MODEL, overwrite=cfg.overwrite)
     pairs, shape = [], None

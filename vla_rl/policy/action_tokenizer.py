@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rl.atomic_io import atomic_write_json
-from vla_rl.errors import VLARLError
+from vla_rl.base.atomic_io import atomic_write_json
+from vla_rl.base.errors import VLARLError
 
 FORMAT = "vla-rl-action-tokenizer"
 VERSION = 1
@@ -106,7 +106,7 @@ class ActionTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> ActionTokenizer:
-        from vla_rl.formats import read_versioned_json
+        from vla_rl.base.formats import read_versioned_json
 
         path = Path(path)
         d = read_versioned_json(path, FORMAT, VERSION, ActionTokenizerError,

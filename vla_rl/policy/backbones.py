@@ -5,7 +5,7 @@ architecture from configs (no download), which placeholder text marks the image 
 processor expands it to the right number of image tokens), and the shape of `pixel_values`.
 Supported: LLaVA (SigLIP vision tower + Llama LM, the default) and Idefics3/SmolVLM (SigLIP +
 pixel-shuffle connector + Llama LM). Any checkpoint of these architectures loads through
-`VLAPolicy.from_hf`.
+`vla_rl.policy.policy_from_hf`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vla_rl.errors import VLARLError
+from vla_rl.base.errors import VLARLError
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from vla_rl.hub import check_model_source
+    from vla_rl.base.hub import check_model_source
     from vla_rl.policy.backbones import FAMILIES
     from vla_rl.policy.vla_policy import DTYPES
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vla_rl.atomic_io import atomic_write_json, replace_dir
+from vla_rl.base.atomic_io import atomic_write_json, replace_dir
 from vla_rl.policy.action_tokenizer import ActionTokenizer, ActionTokenizerError
 from vla_rl.policy.vla_policy import DTYPES, PolicyError, PolicySpec, VLAPolicy
 
@@ -54,7 +54,7 @@ def save_policy(policy: VLAPolicy, path: str | Path) -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Writing model shards" bars would drown the trainer's
-    from vla_rl.outputs import POLICY, check_replaceable
+    from vla_rl.base.outputs import POLICY, check_replaceable
 
     path = Path(path)
     check_replaceable(path, POLICY)
@@ -78,7 +78,7 @@ def save_policy(policy: VLAPolicy, path: str | Path) -> Path:
 
 
 def read_index(path: Path) -> dict:
-    from vla_rl.formats import read_versioned_json
+    from vla_rl.base.formats import read_versioned_json
 
     return read_versioned_json(path / INDEX, FORMAT, VERSION, PolicyError,
                                f"is {path} a vla-rl policy directory (vla-rl pretrain writes one)?",

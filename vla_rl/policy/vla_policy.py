@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_rl.errors import VLARLError
+from vla_rl.base.errors import VLARLError
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.backbones import get_family, normalize_images
 from vla_rl.policy.text_tokenizer import STATE_TOKEN

@@ -33,8 +33,11 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
 )
 
+from vla_rl.rl import rllib_internals
 from vla_rl.rl.env import make_rl_env, queue_group_seeds, seed_states, set_seed_states
+from vla_rl.rl.episodes import episode_frames
 from vla_rl.rl.learner import VLAPPOLearner
+from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import VLARLModule
 
 ENV_NAME = "vla_rl_env"
@@ -100,8 +103,7 @@ class VLAPPO(PPO):
     runner_timeouts = 0  # runners killed because their rollouts were later than sample_timeout_s
 
     def fault_metrics(self) -> dict[str, float]:
-        healthy = (1 if self._sample_locally else
-                   len(self.env_runner_group._worker_manager.healthy_actor_ids()))
+        healthy = 1 if self._sample_locally else len(self.env_runner_group.healthy_env_runner_ids())
         return {"faults/runner_restarts": float(self.runner_restarts), "faults/runner_timeouts": float(self.runner_timeouts),
                 "faults/healthy_runners": float(healthy)}
 
@@ -123,37 +125,36 @@ class VLAPPO(PPO):
         A runner that crashed is restarted by Ray (max_restarts) and restored by RLlib before a later sample; one that
         timed out (a hung env step) is killed here so that Ray replaces it. When no runner returned anything, wait
         for the restarts (up to runner_restore_timeout_s) and sample again: every iteration trains on a batch."""
-        import ray
 
         timeout = float(self.config.sample_timeout_s or 0) or None
-        group = int(self.config.learner_config_dict.get("group_size", 1))
-        deadline = time.monotonic() + float(self.config.learner_config_dict.get("runner_restore_timeout_s", 600))
-        manager = self.env_runner_group._worker_manager
+        settings = LearnerSettings.of(self.config)
+        group = settings.group_size
+        deadline = time.monotonic() + settings.runner_restore_timeout_s
+        runners = self.env_runner_group
         while True:
-            asked = [] if self._sample_locally else manager.healthy_actor_ids()
+            asked = [] if self._sample_locally else runners.healthy_env_runner_ids()
             results = []
             if self._sample_locally or asked:
                 results = self.env_runner_group.foreach_env_runner(
                     lambda r: _sample_runner(r, n, group),
                     local_env_runner=self._sample_locally, timeout_seconds=timeout)
-            late = [i for i in set(asked) - {i for i, _, _ in results} if manager.is_actor_healthy(i)]
+            late = [i for i in set(asked) - {i for i, _, _ in results} if rllib_internals.is_runner_healthy(runners, i)]
             for i in late:  # still healthy = still busy: hung. Kill it; Ray restarts it (RLlib restores it later).
-                ray.kill(manager._actors[i], no_restart=False)
-                manager.set_actor_state(i, healthy=False)
+                rllib_internals.kill_hung_runner(runners, i)
                 self.runner_timeouts += 1
             if results or self._sample_locally:
                 return results
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no env runner returned rollouts and none came back within "
-                                   f"runner_restore_timeout_s={self.config.learner_config_dict.get('runner_restore_timeout_s')}"
+                                   f"runner_restore_timeout_s={settings.runner_restore_timeout_s}"
                                    " — see the runners' errors above (ray logs) or raise the timeout")
             time.sleep(1.0)
             self.restore_env_runners(self.env_runner_group)
 
     def training_step(self) -> None:
-        cfg = self.config.learner_config_dict
         t0 = time.perf_counter()
-        results = self._sample(int(cfg["rollout_length"]) * int(self.config.num_envs_per_env_runner))
+        rollout_length = LearnerSettings.of(self.config).rollout_length
+        results = self._sample(rollout_length * int(self.config.num_envs_per_env_runner))
         episodes = [e for _, eps, _ in results for e in eps]
         self.metrics.log_dict(self.fault_metrics(), key="vla", window=1)
         if not episodes:
@@ -164,7 +165,8 @@ class VLAPPO(PPO):
         stats = episode_stats(episodes)
         pref: dict[str, float] = {}
         if self.preference is not None:
-            pref, new_model = self.preference.step(self.preference.state.iterations + 1, episodes)
+            it = self.preference.state.iterations + 1
+            pref, new_model = self.preference.step(it, episode_frames(episodes, f"rollout:iteration {it}"))
             if new_model is not None:
                 self.learner_group.foreach_learner(lambda learner, m=new_model: learner.set_reward_model(m))
             if self.preference.model is None:  # no reward yet (every label failed so far): do not train on zeros
@@ -227,8 +229,9 @@ class VLAPPO(PPO):
         (num_learners=0), else a driver-side copy refreshed from learner 0 (LoRA + value head only)."""
         from ray.rllib.core import DEFAULT_MODULE_ID
 
-        if self.learner_group._learner is not None:
-            return self.learner_group._learner.module[DEFAULT_MODULE_ID]
+        learner = rllib_internals.driver_learner(self.learner_group)
+        if learner is not None:
+            return learner.module[DEFAULT_MODULE_ID]
         if self._driver_module is None:
             cfg = dict(self.config.rl_module_spec.model_config)
             cfg["base_dtype"] = "float32" if cfg.get("base_dtype") == "auto" else cfg.get("base_dtype", "float32")
@@ -261,12 +264,9 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
     runners = int(cfg.env_runners)
     batch = max(1, runners) * cfg.envs_per_runner * cfg.rollout_length
     batch_per_learner = max(1, batch // max(1, cfg.num_learners))
-    reward_model = cfg.reward_model if cfg.reward == "model" else ""
     from ray.tune import registry
 
-    # Tune's registry keys entries by the job id it saw first: a second connection from this process (another
-    # run against the same cluster) would register under the old job and runners would not find the env.
-    registry._global_registry._prefix = None
+    rllib_internals.forget_tune_job_prefix()
     registry.register_env(ENV_NAME, make_rl_env)
     config = (
         PPOConfig()
@@ -284,15 +284,11 @@ def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) 
         .learners(num_learners=cfg.num_learners, num_cpus_per_learner=cfg.cpus_per_learner if cfg.num_learners else 1,
                   num_gpus_per_learner=cfg.gpus_per_learner)
         .training(lr=cfg.lr, gamma=cfg.gamma, lambda_=cfg.gae_lambda, clip_param=cfg.clip, use_kl_loss=False,
+                  vf_loss_coeff=cfg.vf_coef, entropy_coeff=cfg.entropy_coef, vf_clip_param=float("inf"),
                   train_batch_size_per_learner=batch_per_learner, minibatch_size=cfg.minibatch_size, num_epochs=cfg.epochs,
                   grad_clip=cfg.grad_clip or None, grad_clip_by="global_norm",
                   learner_class=VLAPPOLearner,
-                  learner_config_dict={
-                      "ratio": cfg.ratio, "lr": cfg.lr, "vf_lr": cfg.vf_lr, "vf_coef": cfg.vf_coef, "entropy_coef": cfg.entropy_coef,
-                      "beta": cfg.beta, "kl_target": cfg.kl_target, "target_kl": cfg.target_kl, "critic_warmup": cfg.critic_warmup, "temperature": cfg.temperature,
-                      "reward_model": reward_model, "preference": cfg.reward == "preference",
-                      "rollout_length": cfg.rollout_length, "group_size": cfg.group_size, "shuffle_advantages": cfg.shuffle_advantages,
-                      "critic_gate": cfg.critic_gate, "seed": cfg.seed, "runner_restore_timeout_s": cfg.runner_restore_timeout_s})
+                  learner_config_dict=LearnerSettings.from_train_config(cfg).as_dict())
         .debugging(seed=cfg.seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )

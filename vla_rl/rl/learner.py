@@ -19,12 +19,12 @@ of an optimizer, so a second lr needs a second optimizer). Global-norm gradient 
 RLlib's (`grad_clip`). A step whose loss or gradients hold NaN/inf is skipped — nothing applied,
 the optimizers' moments untouched — and counted in `losses/skipped_steps`.
 
-`learner_config_dict`: ratio ("decision": one PPO ratio per decision, the sum of its K·D token log-ratios; "token":
-one per token, averaged over the decision — `ppo_math.token_clipped_surrogate`), lr, vf_lr, vf_coef, entropy_coef, beta, kl_target, kl_horizon,
-target_kl (early stop: once a minibatch's k3 KL per token to the sampler exceeds 1.5 x target_kl, the update's
-remaining steps leave LoRA alone; logged as policy/kl_stopped_steps, the fraction of steps stopped), critic_warmup (updates that train only the value loss, so a fresh value head does not feed noise
-advantages to a good BC policy), temperature (must equal the module's), reward_model (a directory or ""), ref_chunk, kl_reference
-(False drops the reference pass and the KL term: the memory benchmark's control arm).
+Settings: `LearnerSettings` (vla_rl/rl/learner_settings.py) in `learner_config_dict` — ratio ("decision": one PPO
+ratio per decision, the sum of its K·D token log-ratios; "token": one per token, averaged over the decision —
+`ppo_math.token_clipped_surrogate`), the two lrs, β and its controller, target_kl (early stop: once a minibatch's k3
+KL per token to the sampler exceeds 1.5 x target_kl, the update's remaining steps leave LoRA alone; logged as
+policy/kl_stopped_steps), critic_warmup (updates that train only the value loss, so a fresh value head does not feed
+noise advantages to a good BC policy), ...; vf_coef and entropy_coef are RLlib's `vf_loss_coeff` / `entropy_coeff`.
 """
 
 from __future__ import annotations
@@ -50,43 +50,45 @@ from vla_rl.rl.connectors import (
     ShuffledAdvantages,
     unwrap,
 )
+from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import BIN_LOGP, ENTROPY, SAMPLED_TOKEN_LOGP, TOKEN_LOGP, is_value_param
 
 KL_STATE = "vla_kl_controller"
 
 class VLAPPOLearner(PPOTorchLearner):
     def build(self) -> None:
+        self.settings = cfg = LearnerSettings.of(self.config)  # before super().build(): it configures the optimizers
         super().build()
-        cfg = self.config.learner_config_dict
+        if math.isfinite(float(self.config.vf_clip_param)):
+            raise ValueError(f"vf_clip_param={self.config.vf_clip_param}: the VLA learner does not clip the value loss "
+                             "— leave it infinite (vla_rl.rl.algorithm.build_config does)")
         self.kl_controller = ppo_math.KLController(
-            beta=float(cfg.get("beta", 0.05)),
-            target=float(cfg["kl_target"]) if cfg.get("kl_target") else None,
-            horizon=int(cfg.get("kl_horizon", 10_000)))
+            beta=cfg.beta, target=cfg.kl_target or None, horizon=cfg.kl_horizon)
         self._first_minibatch = True
         self._kl_stopped = False  # target_kl reached in this update: no more policy steps until the next one
         self.updates_done = 0  # learner updates (iterations) so far; checkpointed
         self._kl_sum, self._kl_rows, self._kl_samples, self._epochs = 0.0, 0, 0, 1
         # RLlib's GAE gives way to the project's (masked whitening, the group estimator); the reference distributions
         # and (optionally) learned rewards are computed once per batch before it.
-        group = int(cfg.get("group_size", 1)) > 1  # group-relative advantages replace GAE's (the value targets stay)
+        group = cfg.group_size > 1  # group-relative advantages replace GAE's (the value targets stay)
         if group:
             self._learner_connector.prepend(EpisodeOutcomes())
         self._learner_connector.insert_before(GeneralAdvantageEstimation, Advantages(
             gamma=self.config.gamma, lam=self.config.lambda_, estimator="group" if group else "gae",
-            critic_gate=bool(cfg.get("critic_gate", False))))
+            critic_gate=cfg.critic_gate))
         self._learner_connector.remove(GeneralAdvantageEstimation)
-        if cfg.get("kl_reference", True):  # off only in the memory benchmark's "without reference" arm
+        if cfg.kl_reference:  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(Advantages, ReferenceBinLogp(
-                chunk=int(cfg.get("ref_chunk", 64)), temperature=float(cfg.get("temperature", 1.0))))
-        if cfg.get("shuffle_advantages"):
-            self._learner_connector.append(ShuffledAdvantages(seed=int(cfg.get("seed", 0))))
+                chunk=cfg.ref_chunk, temperature=cfg.temperature))
+        if cfg.shuffle_advantages:
+            self._learner_connector.append(ShuffledAdvantages(seed=cfg.seed))
         self._learner_connector.append(DropBootstrapRows())
         self._relabel = None
-        if cfg.get("reward_model") or cfg.get("preference"):
-            self._relabel = RewardModelRelabel(reward_model_dir=cfg.get("reward_model") or "")
+        if cfg.reward_model or cfg.preference:
+            self._relabel = RewardModelRelabel(reward_model_dir=cfg.reward_model)
             self._learner_connector.insert_before(Advantages, self._relabel)
         names = [type(p).__name__ for p in self._learner_connector.connectors]
-        if names.index("Advantages") != len(names) - 2 - int(bool(cfg.get("shuffle_advantages"))):
+        if names.index("Advantages") != len(names) - 2 - int(cfg.shuffle_advantages):
             raise RuntimeError(f"learner pipeline out of order: {names}")
 
     def set_reward_model(self, model) -> None:
@@ -95,12 +97,11 @@ class VLAPPOLearner(PPOTorchLearner):
 
     # --- optimizers: LoRA and the value head, each with its own lr ---------------------------------
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
-        cfg = self.config.learner_config_dict
         module = unwrap(self._module[module_id])
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         lora = [p for n, p in named if not is_value_param(n)]
         head = [p for n, p in named if is_value_param(n)]
-        lr, vf_lr = float(cfg.get("lr", 1e-4)), float(cfg.get("vf_lr", 1e-3))
+        lr, vf_lr = self.settings.lr, self.settings.vf_lr
         self.register_optimizer(module_id=module_id, optimizer_name="lora",
                                 optimizer=torch.optim.AdamW(lora, lr=lr, weight_decay=0.0), params=lora,
                                 lr_or_lr_schedule=lr)
@@ -110,11 +111,11 @@ class VLAPPOLearner(PPOTorchLearner):
 
     # --- the loss ----------------------------------------------------------------------------------
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-        cfg = self.config.learner_config_dict
+        cfg = self.settings
         mask = batch[Columns.LOSS_MASK].float() if Columns.LOSS_MASK in batch else None
         logp_new, logp_old = fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP]
         advantages = batch[Postprocessing.ADVANTAGES]
-        if cfg.get("ratio", "decision") == "token":
+        if cfg.ratio == "token":
             pg_loss, ratio, clipfrac = ppo_math.token_clipped_surrogate(
                 fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
         else:
@@ -128,11 +129,11 @@ class VLAPPOLearner(PPOTorchLearner):
         kl_decision = ppo_math.masked_mean(kl_tokens.sum(-1), mask)
         entropy = ppo_math.masked_mean(fwd_out[ENTROPY].mean(-1), mask)
         beta = self.kl_controller.beta
-        if self.updates_done < int(cfg.get("critic_warmup", 0)):  # fit the fresh value head before moving the policy
-            total = float(cfg.get("vf_coef", 0.5)) * vf_loss
+        vf_coef, entropy_coef = float(config.vf_loss_coeff), float(config.entropy_coeff)  # RLlib's own fields
+        if self.updates_done < cfg.critic_warmup:  # fit the fresh value head before moving the policy
+            total = vf_coef * vf_loss
         else:
-            total = (pg_loss + float(cfg.get("vf_coef", 0.5)) * vf_loss + beta * kl_decision
-                     - float(cfg.get("entropy_coef", 0.0)) * entropy)
+            total = pg_loss + vf_coef * vf_loss + beta * kl_decision - entropy_coef * entropy
 
         with torch.no_grad():
             n_tok = kl_tokens.shape[-1]
@@ -153,7 +154,7 @@ class VLAPPOLearner(PPOTorchLearner):
             if SAMPLED_TOKEN_LOGP in batch:
                 log_r = fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]
                 stats["policy/approx_kl_per_token"] = float(ppo_math.masked_mean((log_r.exp() - 1.0 - log_r).mean(-1), mask))
-                target = float(cfg.get("target_kl", 0.0) or 0.0)
+                target = cfg.target_kl
                 if target and stats["policy/approx_kl_per_token"] > 1.5 * target:
                     self._kl_stopped = True  # this minibatch's step and every later one leave LoRA alone
             stats["policy/kl_stopped_steps"] = float(self._kl_stopped)
@@ -174,22 +175,26 @@ class VLAPPOLearner(PPOTorchLearner):
             self.metrics.log_value((module_id, key), value, reduce="mean", window=None if key != "kl/beta" else 1)
         return total
 
+    def _optimizers(self) -> list:
+        """(name, optimizer) of every module, through RLlib's public accessor."""
+        return [named for mid in self.module.keys() for named in self.get_optimizers_for_module(mid)]
+
     # --- skip (never apply) a step with NaN/inf -----------------------------------------------------
     def apply_gradients(self, gradients_dict) -> None:
         finite = all(g is None or bool(torch.isfinite(g).all()) for g in gradients_dict.values())
         self.metrics.log_value("losses/skipped_steps", 0 if finite else 1, reduce="sum")
         if not finite:
-            for optim in self._optimizer_parameters:
+            for _, optim in self._optimizers():
                 optim.zero_grad(set_to_none=True)
             return
-        if self._kl_stopped or self.updates_done < int(self.config.learner_config_dict.get("critic_warmup", 0)):
+        if self._kl_stopped or self.updates_done < self.settings.critic_warmup:
             # Critic warm-up or a target_kl stop: the value loss also reaches LoRA through the shared backbone, so keep
             # the policy still (grad None: AdamW skips the tensor, momentum included) while the critic trains.
-            lora = {id(p) for name, opt in self._named_optimizers.items() if name.endswith("lora")
+            lora = {self.get_param_ref(p): p for name, opt in self._optimizers() if name.endswith("lora")
                     for group in opt.param_groups for p in group["params"]}
-            for pid in [pid for pid in gradients_dict if id(self._params[pid]) in lora]:
-                self._params[pid].grad = None
-                del gradients_dict[pid]
+            for ref in [ref for ref in gradients_dict if ref in lora]:
+                lora[ref].grad = None  # backward left its gradient on the tensor; the optimizer must not see it
+                del gradients_dict[ref]
         super().apply_gradients(gradients_dict)
 
     # --- per-update bookkeeping ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vla_rl.errors import VLARLError
+from vla_rl.base.errors import VLARLError
 
 
 class ModelSourceError(VLARLError):

@@ -18,9 +18,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vla_rl.errors import VLARLError
+from vla_rl.base.errors import VLARLError
 
-# Leftovers of an interrupted atomic write (vla_rl.atomic_io): ours, never the user's.
+# Leftovers of an interrupted atomic write (vla_rl.base.atomic_io): ours, never the user's.
 _TEMP = re.compile(r"^\..+\.(tmp|old)$")
 
 
