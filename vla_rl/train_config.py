@@ -132,7 +132,8 @@ class TrainConfig:
     # LoRA scale numerator (the update is scaled by alpha / r).
     lora_alpha: int = 32
     # Dropout on the LoRA input: only 0 is accepted — the backbone runs in eval mode in sampling and training, so
-    # dropout would never act, and PPO's first ratio must be exactly 1. Kept so that saved run configs still load.
+    # dropout would never act, and PPO's first ratio must be exactly 1. The field stays so that saved configs with 0
+    # still load; a saved run with another value is refused on resume too (none of this project's runs had one).
     lora_dropout: float = 0.0
     # Regex of module names that get LoRA: by default the LM's attention query and value projections (PEFT's default
     # targets for Llama): the weight sync is 1.4 percent of the small policy vs 6.8 with every projection, and drawer-open
