@@ -75,7 +75,7 @@ def test_two_node_cluster_through_ray_address_with_runners_on_the_sim_node(tiny_
 
 def test_cluster_fits_names_the_missing_resource():
     from vla_rl.base.errors import ConfigError
-    from vla_rl.rl.run import check_cluster_fits, resource_demand
+    from vla_rl.rl.resources import check_cluster_fits, resource_demand
     from vla_rl.train_config import TrainConfig
 
     cfg = TrainConfig(policy="p", env_runners=4, cpus_per_runner=2, gpus_per_runner=0.25, num_learners=2,
