@@ -87,3 +87,18 @@ def test_a_malformed_set_is_refused_before_any_run(bench, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--set 'temperature': expected KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_reread_recovers_first_episode_success_from_pooled_logs():
+    import sys
+
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("reread_first_episodes", BENCH.parent / "reread_first_episodes.py")
+    reread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reread)
+    # 4 envs: 2 first episodes succeed and 3 quick second ones finish (successes): pooled 5/7, first episodes 2/4
+    rows = [{"iteration": 0}, {"iteration": 1, "rollout/episodes": 7, "rollout/success_rate": 5 / 7},
+            {"iteration": 2, "rollout/episodes": 4, "rollout/success_rate": 0.25}]
+    assert reread.first_episode_rates(rows, 4) == pytest.approx([0.5, 0.25])
+    with pytest.raises(ValueError, match="does not cover the time limit"):
+        reread.first_episode_rates([{"iteration": 1, "rollout/episodes": 3, "rollout/success_rate": 0.0}], 4)

@@ -11,10 +11,12 @@ from envs import EnvOptions, ScriptedExpert
 from envs.errors import ActionError
 from vla_rl.policy import ActionTokenizer
 from vla_rl.rl.env import (
+    FIRST_EPISODE,
     GROUP_SEED,
     REWARD_MAX,
     RLRewardWrapper,
     build_rl_env,
+    mark_first_episodes,
     queue_group_seeds,
     seed_states,
     set_seed_states,
@@ -205,3 +207,37 @@ def test_the_privileged_observation_is_the_simulators_state_after_the_whole_chun
         np.testing.assert_array_equal(obs[PRIVILEGED][:2], backend.finger_xy.astype(np.float32))
         onehot = obs[PRIVILEGED][-len(spec.instructions) - 1:-1]
         assert onehot.sum() == 1 and spec.instructions[int(onehot.argmax())] == backend.instruction
+
+
+def test_only_the_reset_after_mark_first_episodes_is_flagged_first():
+    tok = ActionTokenizer((-1.0, -1.0), (1.0, 1.0))
+    make = lambda seed: build_rl_env("tabletop/touch-color", EnvOptions(image_size=32), tok, 1, "shaped", seed)  # noqa: E731
+    vec = gym.vector.SyncVectorEnv([lambda s=s: make(s) for s in range(3)])
+    assert list(vec.reset()[1][FIRST_EPISODE]) == [False] * 3
+    mark_first_episodes(vec)
+    assert list(vec.reset()[1][FIRST_EPISODE]) == [True] * 3
+    assert list(vec.reset()[1][FIRST_EPISODE]) == [False] * 3  # an env's second episode of the iteration
+    vec.close()
+
+
+def _episode(first: bool, success_at: int | None, length: int, done: bool = True):
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    infos = [{FIRST_EPISODE: first}] + [{"success": t == success_at, "episode_env_steps": t} for t in range(1, length + 1)]
+    return SingleAgentEpisode(observations=list(range(length + 1)), actions=[0] * length, rewards=[0.0] * length,
+                              infos=infos, terminated=done, len_lookback_buffer=0)
+
+
+def test_episode_stats_counts_each_envs_first_episode_not_the_quick_second_ones():
+    from vla_rl.rl.algorithm import episode_stats
+
+    # 4 envs, horizon 10: two fail (time limit), two succeed at step 3 and each starts a second episode, which
+    # finishes inside the window only when it succeeds quickly too (one did, one was cut at the boundary).
+    batch = [_episode(True, None, 10), _episode(True, None, 10), _episode(True, 3, 3), _episode(True, 3, 3),
+             _episode(False, 4, 4), _episode(False, None, 7, done=False)]
+    s = episode_stats(batch)
+    assert (s["episodes"], s["success_rate"]) == (4.0, 0.5)
+    assert (s["episodes_all"], s["success_rate_all"]) == (5.0, 0.6)  # the pooled rate over-counts
+    assert s["first_episodes_cut"] == 0.0 and s["length"] == (10 + 10 + 3 + 3) / 4 and s["env_steps"] == 37.0
+    cut = episode_stats([_episode(True, None, 6, done=False), _episode(True, 2, 2)])
+    assert (cut["episodes"], cut["success_rate"], cut["first_episodes_cut"]) == (1.0, 1.0, 1.0)

@@ -208,6 +208,9 @@ def test_train_end_to_end_logs_every_namespace(runs):
                 "perf/learn_s", "perf/sync_s", "perf/env_steps_per_s", "perf/sync_fraction"):
         assert all(key in r for r in rows), key
     assert all(abs(r["policy/first_ratio_max_dev"]) < 1e-5 for r in rows)
+    # success counts each env's first episode of the iteration: 4 envs, 4 first episodes (finished or cut)
+    assert all(r["rollout/episodes"] + r["rollout/first_episodes_cut"] == 4 <= r["rollout/episodes_all"] + r[
+        "rollout/first_episodes_cut"] for r in rows)
     evaluated = [r for r in rows if "eval/success_rate" in r]
     assert evaluated and all(0 <= r["eval/sampled_success_rate"] <= 1 for r in evaluated)  # greedy and sampled
     assert 0 <= rows[0]["kl/ref_per_token"] < rows[-1]["kl/ref_per_token"]  # the policy drifts from the reference

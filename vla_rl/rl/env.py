@@ -135,6 +135,7 @@ class PrivilegedObservation(gym.ObservationWrapper):
 
 
 GROUP_SEED = "group_seed"  # reset-info key: the shared initial-state seed of a group episode (-1: not in a group)
+FIRST_EPISODE = "first_episode"  # reset-info key: True on each env's first episode after `mark_first_episodes`
 
 
 class SeededEpisodes(gym.Wrapper):
@@ -142,12 +143,15 @@ class SeededEpisodes(gym.Wrapper):
 
     `queue_seed(s)` makes the next reset use `s` instead (without drawing): group-relative advantages
     start several envs from one initial state; the reset info then carries `group_seed` = s.
+    `mark_first()` flags the next reset's info with `first_episode` = True (every later one: False), so that
+    an iteration's success rate can count each env's first episode only (see `episode_stats`).
     """
 
     def __init__(self, env: gym.Env, seed: int):
         super().__init__(env)
         self.rng = np.random.default_rng(seed)
         self.queued: int | None = None
+        self.first_pending = False
 
     def draw_seed(self) -> int:
         return int(self.rng.integers(0, 2**31 - 1))
@@ -155,10 +159,14 @@ class SeededEpisodes(gym.Wrapper):
     def queue_seed(self, seed: int) -> None:
         self.queued = int(seed)
 
+    def mark_first(self) -> None:
+        self.first_pending = True
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         queued, self.queued = self.queued, None
+        first, self.first_pending = self.first_pending, False
         obs, info = self.env.reset(seed=self.draw_seed() if queued is None else queued, options=options)
-        return obs, {**info, GROUP_SEED: -1 if queued is None else queued}
+        return obs, {**info, GROUP_SEED: -1 if queued is None else queued, FIRST_EPISODE: first}
 
     def seed_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -222,6 +230,12 @@ def queue_group_seeds(vector_env, group_size: int) -> None:
         seed = envs[start].get_wrapper_attr("draw_seed")()
         for e in envs[start:start + group_size]:
             e.get_wrapper_attr("queue_seed")(seed)
+
+
+def mark_first_episodes(vector_env) -> None:
+    """Flag the episode each sub-env starts next (at the iteration's forced reset) as its first."""
+    for e in sub_envs(vector_env):
+        e.get_wrapper_attr("mark_first")()
 
 
 def set_seed_states(vector_env, states: list[dict]) -> None:
