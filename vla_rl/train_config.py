@@ -179,8 +179,10 @@ class TrainConfig:
     cpus_per_learner: int = 1
     # GPUs per learner actor (with num_learners >= 1; 0 = CPU learners).
     gpus_per_learner: float = 0.0
-    # dtype of the frozen base weights: "auto" (bfloat16 where the module sits on a GPU, float32 on CPU), "float32"
-    # or "bfloat16". LoRA, the value head and the optimizer state are always float32.
+    # dtype of the frozen base weights, one for every copy of the policy in the run (runners and learner score
+    # log-probs in the same precision, so PPO's first ratio is 1): "auto" = bfloat16 when the runners and the
+    # learner actors all hold a GPU (env_runners >= 1, gpus_per_runner > 0, num_learners >= 1, gpus_per_learner > 0),
+    # else float32; "float32" or "bfloat16" explicitly. LoRA, the value head and the optimizer state are float32.
     base_dtype: str = "auto"
     # A runner that has not returned its rollouts this many seconds after an iteration's sampling started (a hung
     # env step, a stuck simulator) is killed and replaced; the iteration trains on the other runners' rollouts.
@@ -301,6 +303,14 @@ class TrainConfig:
         self.wandb.validate()
         if not self.out:
             raise ConfigError("out='' : give a run directory, e.g. --out outputs/train/drawer")
+
+    def run_base_dtype(self) -> str:
+        """The one base dtype of every policy copy in the run ("auto" resolved; see `base_dtype`)."""
+        if self.base_dtype != "auto":
+            return self.base_dtype
+        all_on_gpu = (self.env_runners >= 1 and self.gpus_per_runner > 0
+                      and self.num_learners >= 1 and self.gpus_per_learner > 0)
+        return "bfloat16" if all_on_gpu else "float32"
 
 
 def seeds_overlap(first_a: int, count_a: int, first_b: int, count_b: int) -> bool:

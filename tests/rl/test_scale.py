@@ -105,3 +105,27 @@ def test_bf16_base_with_fp32_lora_samples_and_trains_with_first_ratio_1(tiny_pol
     lora = [p for n, p in policy.named_parameters() if "lora_B" in n]
     assert lora and all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora)
     assert all(p.grad is None for n, p in policy.named_parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize(("options", "dtype"), [
+    ({}, "float32"),                                                                   # all on CPU
+    ({"env_runners": 1, "gpus_per_runner": 0.5}, "float32"),                           # GPU runners, driver learner
+    ({"num_learners": 1, "gpus_per_learner": 1}, "float32"),                           # GPU learner, CPU runners
+    ({"env_runners": 2, "gpus_per_runner": 0.5, "num_learners": 1, "gpus_per_learner": 1}, "bfloat16"),
+    ({"env_runners": 2, "gpus_per_runner": 0.5, "base_dtype": "float32"}, "float32"),
+    ({"base_dtype": "bfloat16"}, "bfloat16"),
+])
+def test_auto_base_dtype_is_one_dtype_for_every_copy_of_the_policy(options, dtype):
+    from vla_rl.rl.algorithm import module_config
+    from vla_rl.train_config import TrainConfig
+
+    cfg = TrainConfig(policy="p", **options)
+    assert cfg.run_base_dtype() == dtype and module_config("p", cfg)["base_dtype"] == dtype
+
+
+def test_an_unresolved_auto_dtype_is_refused_by_the_module(tiny_policy):
+    from vla_rl.policy.vla_policy import PolicyError
+    from vla_rl.rl.module import build_policy_from_config
+
+    with pytest.raises(PolicyError, match="base_dtype='auto'"):
+        build_policy_from_config({"policy_dir": str(tiny_policy), "base_dtype": "auto"})

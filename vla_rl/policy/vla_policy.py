@@ -27,6 +27,7 @@ from torch import nn
 from vla_rl.base.errors import VLARLError
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.backbones import get_family, normalize_images
+from vla_rl.policy.sampling import sample_categorical
 from vla_rl.policy.text_tokenizer import STATE_TOKEN
 from vla_rl.policy.value_head import ValueHead
 
@@ -256,7 +257,7 @@ class VLAPolicy(nn.Module):
             if greedy:
                 b = logp_all.argmax(-1)
             else:
-                b = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+                b = sample_categorical(logp_all, generator)  # CPU uniforms: the same stream on any device
             chosen = logp_all.gather(-1, b[:, None]).squeeze(-1)
             tokens.append(b + self.action_tokenizer.token_offset)
             logps.append(chosen)

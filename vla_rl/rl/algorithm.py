@@ -256,9 +256,7 @@ class VLAPPO(PPO):
         if learner is not None:
             return learner.module[DEFAULT_MODULE_ID]
         if self._driver_module is None:
-            cfg = dict(self.config.rl_module_spec.model_config)
-            cfg["base_dtype"] = "float32" if cfg.get("base_dtype") == "auto" else cfg.get("base_dtype", "float32")
-            self._driver_module = VLARLModule(model_config=cfg)
+            self._driver_module = VLARLModule(model_config=dict(self.config.rl_module_spec.model_config))
         self._driver_module.set_state(self._learner_module_state())
         return self._driver_module
 
@@ -279,7 +277,7 @@ def module_config(policy_dir: str, cfg) -> dict[str, Any]:
     return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
             "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach,
-            "base_dtype": cfg.base_dtype, "critic": cfg.critic}
+            "base_dtype": cfg.run_base_dtype(), "critic": cfg.critic}
 
 
 def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:

@@ -23,7 +23,8 @@ alone for inference-only runner modules) — and `set_state` refuses unknown or 
     value_detach       the value head reads detached features (the value loss does not train LoRA)
     critic             "vla" (the value head on the VLA's features) or "privileged" (`rl.critic.PrivilegedCritic` on
                        the observation's `privileged` key, which the env then carries; the VLA value head is frozen)
-    base_dtype         "float32", "bfloat16" or "auto" (bfloat16 in an actor holding a GPU): the frozen base only
+    base_dtype         "float32" or "bfloat16": the frozen base only, the same in every copy of the run (so the
+                       sampler's and the learner's log-probs share one precision; TrainConfig.run_base_dtype)
     seed               seed of the sampling generator
 """
 
@@ -76,19 +77,12 @@ def build_policy_from_config(cfg: dict[str, Any]):
                         include_vision=bool(cfg.get("lora_vision", False)))
     policy.value_head.requires_grad_(True)
     policy.detach_value_features = bool(cfg.get("value_detach", False))
-    dtype = resolve_base_dtype(str(cfg.get("base_dtype", "float32")))
+    dtype = str(cfg.get("base_dtype", "float32"))
+    if dtype not in ("float32", "bfloat16"):  # "auto" is resolved once per run (TrainConfig.run_base_dtype)
+        raise PolicyError(f"model_config base_dtype={dtype!r}: give 'float32' or 'bfloat16'")
     if dtype != policy.spec.dtype:
         cast_frozen_base(policy, dtype)
     return policy.eval()
-
-
-def resolve_base_dtype(name: str) -> str:
-    """"auto": bfloat16 in a Ray actor that holds a GPU (its frozen base then runs in bf16 on it), else float32."""
-    if name != "auto":
-        return name
-    import ray
-
-    return "bfloat16" if ray.is_initialized() and ray.get_gpu_ids() else "float32"
 
 
 def cast_frozen_base(policy, dtype: str) -> None:
