@@ -128,7 +128,7 @@ CASES = [
     (["train"], "--policy {r}/" + P + ' --runner_resources {{"sim":-1}} --out {w}/t', "runner_resources.sim=-1.0"),
     (["train"], "--policy {r}/" + P + " --gpus_per_learner 1 --out {w}/t", "gpus_per_learner=1.0 needs num_learners >= 1"),
     (["train"], "--policy {r}/" + P + " --base_dtype fp8 --out {w}/t", "base_dtype='fp8' is not allowed"),
-    (["train"], "--policy {r}/" + P + " --ratio sequence --out {w}/t", "ratio='sequence' is not allowed"),
+    (["train"], "--policy {r}/" + P + " --ratio chunk --out {w}/t", "ratio='chunk' is not allowed"),
     (["train"], "--policy {r}/" + P + " --critic oracle --out {w}/t", "critic='oracle' is not allowed"),
     (["train"], "--policy {r}/" + P + " --critic_gate true --group_size 4 --out {w}/t",
      "critic_gate=true with group_size=4"),

@@ -89,7 +89,9 @@ class TrainConfig:
     # The PPO ratio: "decision" = one per decision (π_new/π_old of its K·D tokens together); "token" = one per action
     # token with the decision's advantage, averaged over the decision (SimpleVLA-RL, torchrl vla_grpo). Use "token"
     # when a decision has many tokens (action chunks: K·D = 20 at K = 5 on Meta-World), where the product of many
-    # per-token ratios clips most decisions after the first minibatch.
+    # per-token ratios clips most decisions after the first minibatch. "sequence" = one per decision, length-normalised
+    # (exp of the mean token log-ratio; GSPO, Zheng et al. 2025): one ratio whose scale does not grow with K·D — use it
+    # with a much smaller --clip (GSPO: 3e-4 to 4e-4).
     ratio: str = "decision"
     # KL-to-reference coefficient β (nats per decision, summed over its K·D tokens); 0 = no KL penalty.
     beta: float = 0.05
@@ -251,7 +253,7 @@ class TrainConfig:
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("clip", self.clip, 1e-6, 10.0)
-        check_choice("ratio", self.ratio, ("decision", "token"))
+        check_choice("ratio", self.ratio, ("decision", "token", "sequence"))
         check_choice("critic", self.critic, ("vla", "privileged"))
         if isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and self.beta < 0:
             raise ConfigError(f"beta={self.beta} is negative: the KL penalty coefficient must be >= 0 (0 = no penalty)")

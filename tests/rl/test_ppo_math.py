@@ -138,6 +138,21 @@ def test_token_clipped_surrogate_averages_per_token_clipped_terms_over_the_decis
     assert masked.item() == pytest.approx(-1.1)
 
 
+def test_sequence_ratio_is_the_geometric_mean_of_token_ratios_and_does_not_grow_with_length():
+    from vla_rl.rl.ppo_math import sequence_clipped_surrogate
+
+    old = torch.zeros(2, 2)
+    new = torch.log(T([[1.5, 1.0], [0.5, 1.1]]))
+    adv = T([1.0, -2.0])
+    loss, ratio, clipfrac = sequence_clipped_surrogate(new, old, adv, clip=0.2)
+    # ratios sqrt(1.5) = 1.2247 (A = 1: clipped to 1.2) and sqrt(0.55) = 0.7416 (A = -2: min(-1.483, -1.6) = -1.6)
+    assert torch.allclose(ratio, T([1.5 ** 0.5, 0.55 ** 0.5]))
+    assert loss.item() == pytest.approx(-(1.2 - 1.6) / 2) and clipfrac.item() == 1.0
+    # the same per-token change over 4x the tokens: the same ratio (the decision ratio would be its 4th power)
+    _, long_ratio, _ = sequence_clipped_surrogate(new.repeat(1, 4), old.repeat(1, 4), adv, clip=0.2)
+    assert torch.allclose(long_ratio, ratio)
+
+
 def test_whiten_with_a_mask_uses_only_the_loss_rows():
     x, mask = T([1.0, 3.0, 100.0, 5.0, -50.0]), T([True, True, False, True, False])
     # loss rows 1, 3, 5: mean 3, population variance 8/3 -> (x - 3) / sqrt(8/3) there; the masked rows do not count

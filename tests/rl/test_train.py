@@ -161,9 +161,10 @@ def test_the_privileged_critic_trains_on_gae_targets_beside_lora_and_the_vla_val
         asym.stop()
 
 
-def test_per_token_ratio_trains_from_the_samplers_token_log_probs(algo, tiny_policy):
+@pytest.mark.parametrize("ratio", ["token", "sequence"])
+def test_token_level_ratios_train_from_the_samplers_token_log_probs(algo, tiny_policy, ratio):
 
-    per_token = build_algo(tiny_policy, ratio="token", lr=1e-3)  # beside `algo`, in the same Ray
+    per_token = build_algo(tiny_policy, ratio=ratio, lr=1e-3)  # beside `algo`, in the same Ray
     try:
         module = per_token.policy_module()
         before = {k: v.clone() for k, v in module.state_dict().items() if "lora_" in k}

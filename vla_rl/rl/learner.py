@@ -21,7 +21,7 @@ the optimizers' moments untouched — and counted in `losses/skipped_steps`.
 
 Settings: `LearnerSettings` (vla_rl/rl/learner_settings.py) in `learner_config_dict` — ratio ("decision": one PPO
 ratio per decision, the sum of its K·D token log-ratios; "token": one per token, averaged over the decision —
-`ppo_math.token_clipped_surrogate`), the two lrs, β and its controller, target_kl (early stop: once a minibatch's k3
+`ppo_math.token_clipped_surrogate`; "sequence": one per decision, length-normalised, GSPO — `sequence_clipped_surrogate`), the two lrs, β and its controller, target_kl (early stop: once a minibatch's k3
 KL per token to the sampler exceeds 1.5 x target_kl, the update's remaining steps leave LoRA alone; logged as
 policy/kl_stopped_steps), critic_warmup (updates that train only the value loss, so a fresh value head does not feed
 noise advantages to a good BC policy), ...; vf_coef and entropy_coef are RLlib's `vf_loss_coeff` / `entropy_coeff`.
@@ -117,6 +117,9 @@ class VLAPPOLearner(PPOTorchLearner):
         advantages = batch[Postprocessing.ADVANTAGES]
         if cfg.ratio == "token":
             pg_loss, ratio, clipfrac = ppo_math.token_clipped_surrogate(
+                fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
+        elif cfg.ratio == "sequence":
+            pg_loss, ratio, clipfrac = ppo_math.sequence_clipped_surrogate(
                 fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
         else:
             pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)

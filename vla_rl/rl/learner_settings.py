@@ -19,7 +19,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LearnerSettings:
-    ratio: str  # "decision" (one ratio per decision) or "token" (one per token, averaged over the decision)
+    ratio: str  # "decision" (one per decision), "token" (one per token, averaged), "sequence" (GSPO: length-normalised)
     lr: float  # LoRA's AdamW lr (the same value as RLlib's `lr`)
     vf_lr: float  # the critic's AdamW lr
     beta: float  # initial KL(π‖π_ref) weight per decision

@@ -8,7 +8,7 @@ give every token the whole decision's advantage — K·D times the credit of one
 per-token terms are averaged over the decision (`token_clipped_surrogate`, `--ratio token`): with many
 tokens per decision (K·D = 20 at K = 5 on Meta-World) the summed log-ratio compounds small per-token
 changes, and after the first minibatch most decisions clip (measured: clipfrac 0.7-0.8, approx_kl
-15-72 per decision). The KL
+15-72 per decision) — or normalised by length (`sequence_clipped_surrogate`, `--ratio sequence`, GSPO). The KL
 penalty to the reference is different: it is a property of each token's 256-way distribution,
 computed exactly per token and summed over the decision (`exact_kl`).
 
@@ -121,6 +121,15 @@ def token_clipped_surrogate(token_logp_new: torch.Tensor, token_logp_old: torch.
     loss = -masked_mean(per_token, mask)
     clipfrac = masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype).mean(-1), mask)
     return loss, ratio, clipfrac
+
+
+def sequence_clipped_surrogate(token_logp_new: torch.Tensor, token_logp_old: torch.Tensor, advantages: torch.Tensor,
+                               clip: float, mask: torch.Tensor | None = None):
+    """PPO's policy loss with one length-normalised ratio per decision (GSPO, Zheng et al. 2025): r = exp(mean over
+    the K·D tokens of log π_new − log π_old), the geometric mean of the per-token ratios. One ratio, as with
+    "decision", but its size does not grow with the number of tokens, so ε means the same at K·D = 7 or 56 (GSPO
+    clips at ε ≈ 3e-4 to 4e-4, far tighter than token PPO's 0.2). Returns (loss, ratio (B,), clipfrac)."""
+    return clipped_surrogate(token_logp_new.mean(-1), token_logp_old.mean(-1), advantages, clip, mask)
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None,
