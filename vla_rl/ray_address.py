@@ -36,3 +36,22 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
     except (OSError, ValueError) as e:
         raise ConfigError(f"ray_address={address!r}: cannot reach the Ray head at {hostport!r} ({e}) — is "
                           "`ray start --head` running there and the port open? (drop --ray_address for a local Ray)") from None
+
+
+AUTH_HELP = ("ray 2.60's `ray start --head` turns token authentication on: export RAY_AUTH_MODE=token and give this "
+             "process the head's token (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN_PATH or "
+             "RAY_AUTH_TOKEN), for the driver and for every `ray start --address` worker (docs/cluster.md)")
+
+
+def connect_error(address: str, error: BaseException) -> ConfigError:
+    """The one-line error for a `ray.init(address=...)` that failed after the head answered on its port: with token
+    authentication on the head (ray 2.60's default) and no token here, Ray reports a generic "Failed to connect"
+    (a ConnectionError, i.e. an OSError), so the likely cause is named."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    if token_mode:
+        cause = ("RAY_AUTH_MODE=token is set: check that this machine's token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH "
+                 "or RAY_AUTH_TOKEN) is the head's")
+    else:
+        cause = "likely authentication: " + AUTH_HELP
+    return ConfigError(f"ray_address={address!r}: the Ray head answers but refused this driver ({first}) — {cause}")

@@ -186,7 +186,12 @@ class TrainRun:
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             if cfg.ray_address:
-                ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=True)
+                from vla_rl.ray_address import connect_error
+
+                try:
+                    ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=True)
+                except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:  # the head answered its port
+                    raise connect_error(cfg.ray_address, e) from None
             else:  # a local Ray: enough logical CPUs for the runners and learners, and the runners' custom resources
                 need = resource_demand(cfg)
                 ray.init(num_cpus=max(os.cpu_count() or 1, int(math.ceil(need.get("CPU", 0)))), include_dashboard=False,
