@@ -9,8 +9,12 @@
 
 `vla-rl train` (RL), `save_rl_checkpoint` / `load_train_state`:
 
-    checkpoints/000010/pretrained_model/   the policy (vla_rl.policy format: base + adapter/ in PEFT format
-                                           + value head), what `vla-rl eval` and `vla-rl export` read
+    checkpoints/base_model/                the run's frozen base (the VLM without LoRA + processor, base.json with
+                                           each file's sha256), written once by the first checkpoint
+    checkpoints/000010/pretrained_model/   the policy (vla_rl.policy format: adapter/ in PEFT format + value head,
+                                           referencing ../../base_model by path and sha256 instead of a copy of
+                                           the base), what `vla-rl eval` reads; `vla-rl export` writes it
+                                           self-contained
     checkpoints/000010/rllib/              RLlib's own state: LoRA + value head, both optimizers, the KL
                                            controller, lifetime counters (cloudpickle: this run's own files)
     checkpoints/000010/train_state.json    iteration, env steps, wall time, RNG states of driver and runners
@@ -151,6 +155,7 @@ def load_training_state(ckpt: str | Path, optimizer: torch.optim.Optimizer, name
 
 # --- RL checkpoints (vla-rl train) ------------------------------------------------------------------
 STATE_FILE = "train_state.json"
+SHARED_BASE = "base_model"  # checkpoints/base_model: the run's frozen base, written once; checkpoints reference it
 
 
 def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, Any]) -> Path:
@@ -159,7 +164,11 @@ def save_rl_checkpoint(root: str | Path, iteration: int, algo, state: dict[str, 
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    algo.policy_module().policy.save_pretrained(tmp / "pretrained_model")  # the learner's weights, not a runner's
+    from vla_rl.policy.policy_io import save_shared_base
+
+    policy = algo.policy_module().policy  # the learner's weights, not a runner's
+    base = save_shared_base(policy, root / SHARED_BASE)  # once per run: the base is frozen
+    policy.save_pretrained(tmp / "pretrained_model", shared_base=base)
     algo.save_to_path(str((tmp / "rllib").resolve()))
     atomic_write_json(tmp / STATE_FILE, {**state, "iteration": iteration, "rng": algo.rng_state()})
     if getattr(algo, "preference", None) is not None:

@@ -154,3 +154,40 @@ def test_decoding_runs_the_same_kernels_whether_or_not_weights_require_grad(tiny
     frozen = ops_and_logp()
     assert trainable[0] == frozen[0]
     assert torch.equal(trainable[1], frozen[1]) and torch.equal(trainable[2], frozen[2])
+
+
+def test_a_policy_on_a_shared_base_loads_exactly_and_checks_the_base(tiny_policy, obs_batch, tmp_path):
+    from vla_rl.policy.policy_io import save_shared_base
+
+    policy = tiny_policy(chunk_size=2)
+    policy.add_lora(r=4, alpha=8)
+    _perturb_all(policy)
+    base = save_shared_base(policy, tmp_path / "ckpts/base_model")
+    stamp = (base / "base.json").stat().st_mtime_ns
+    for step in ("000001", "000002"):
+        policy.save_pretrained(tmp_path / "ckpts" / step / "pretrained_model", shared_base=base)
+    assert save_shared_base(policy, base) == base and (base / "base.json").stat().st_mtime_ns == stamp  # written once
+    ckpt = tmp_path / "ckpts/000002/pretrained_model"
+    assert not (ckpt / "base").exists() and json.loads((ckpt / "policy.json").read_text())["base"]["path"] == \
+        "../../base_model"
+    (tmp_path / "ckpts/last").symlink_to("000002")  # loaded through the run's `last` link, as `vla-rl eval` does
+    loaded = VLAPolicy.from_pretrained(tmp_path / "ckpts/last/pretrained_model")
+    a, b = policy.state_dict(), loaded.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    obs = obs_batch(3)
+    assert torch.equal(policy.act(obs, greedy=True).logp, loaded.act(obs, greedy=True).logp)
+    # self-contained again on export (a plain save): the same policy, with its own base/
+    loaded.save_pretrained(tmp_path / "exported")
+    assert (tmp_path / "exported/base/config.json").is_file()
+    assert "base" not in json.loads((tmp_path / "exported/policy.json").read_text())
+    # a changed base file is caught by the checksum the checkpoint was saved with; a moved checkpoint names the fix
+    weights = next(base.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match="checksum mismatch"):
+        VLAPolicy.from_pretrained(ckpt)
+    (tmp_path / "moved").mkdir()
+    ckpt.rename(tmp_path / "moved/pretrained_model")
+    with pytest.raises(PolicyError, match="vla-rl export"):
+        VLAPolicy.from_pretrained(tmp_path / "moved/pretrained_model")

@@ -217,6 +217,8 @@ def test_train_end_to_end_logs_every_namespace(runs):
     assert 0 <= rows[0]["kl/ref_per_token"] < rows[-1]["kl/ref_per_token"]  # the policy drifts from the reference
     last = runs / "four/checkpoints/last"
     assert last.is_symlink() and (last / "pretrained_model/adapter").is_dir() and (last / "rllib").is_dir()
+    # the frozen base is stored once per run; each checkpoint references it (and loads through `last`)
+    assert (runs / "four/checkpoints/base_model/base.json").is_file() and not (last / "pretrained_model/base").exists()
 
 
 def test_resume_2_plus_2_equals_4(runs):

@@ -316,10 +316,11 @@ class VLAPolicy(nn.Module):
         return d
 
     # --- persistence (vla_rl.policy.policy_io) -------------------------------------------------
-    def save_pretrained(self, path) -> None:
+    def save_pretrained(self, path, shared_base=None) -> None:
+        """Save to `path`; with `shared_base` (a `policy_io.save_shared_base` directory) reference it, not copy it."""
         from vla_rl.policy.policy_io import save_policy
 
-        save_policy(self, path)
+        save_policy(self, path, shared_base=shared_base)
 
     @classmethod
     def from_pretrained(cls, path, trainable: bool = False, device: str | torch.device = "cpu") -> VLAPolicy:
