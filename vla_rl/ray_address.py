@@ -38,9 +38,12 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
                           "`ray start --head` running there and the port open? (drop --ray_address for a local Ray)") from None
 
 
-AUTH_HELP = ("ray 2.60's `ray start --head` turns token authentication on: export RAY_AUTH_MODE=token and give this "
-             "process the head's token (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN_PATH or "
-             "RAY_AUTH_TOKEN), for the driver and for every `ray start --address` worker (docs/cluster.md)")
+# ray 2.60: `ray start --head` turns token authentication on when ~/.ray/auth_token exists (any local `ray.init()`
+# writes one), and a process that joins by an explicit host:port uses a token only with RAY_AUTH_MODE=token.
+AUTH_HELP = ("ray 2.60's `ray start --head` turns token authentication on when ~/.ray/auth_token exists (a local Ray "
+             "writes one): export RAY_AUTH_MODE=token and give this process the head's token (~/.ray/auth_token, "
+             "copied from the head on another machine, or RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN), for the driver and "
+             "every `ray start --address` worker (docs/cluster.md)")
 
 
 def connect_error(address: str, error: BaseException) -> ConfigError:
