@@ -111,6 +111,10 @@ class TrainConfig:
     # The value head reads detached backbone features: the value loss trains the head only, never LoRA (the
     # head reads the hidden state that also emits the first action token). false = shared, as RL4VLA.
     value_detach: bool = False
+    # Recompute each transformer layer's activations in the learner's backward instead of keeping them (transformers'
+    # activation checkpointing): less memory for a large VLA's forward over K·D tokens, ~one more forward per
+    # minibatch step; the same log-probs and gradients (tests/policy/test_activation_checkpointing.py).
+    activation_checkpointing: bool = False
     # The critic: "vla" = the value head on the VLA's features (RL4VLA); "privileged" = an asymmetric critic, a small
     # MLP on the simulator's full state (Meta-World's 39-d observation; the tabletop tasks' object positions and
     # target), which the policy never sees (Pinto et al. 2018; vla_rl/rl/critic.py). Use it with gae_lambda < 1 for

@@ -129,3 +129,13 @@ def test_an_unresolved_auto_dtype_is_refused_by_the_module(tiny_policy):
 
     with pytest.raises(PolicyError, match="base_dtype='auto'"):
         build_policy_from_config({"policy_dir": str(tiny_policy), "base_dtype": "auto"})
+
+
+def test_activation_checkpointing_reaches_the_learners_policy(tiny_policy):
+    from vla_rl.rl.algorithm import module_config
+    from vla_rl.rl.module import build_policy_from_config
+    from vla_rl.train_config import TrainConfig
+
+    cfg = module_config(str(tiny_policy), TrainConfig(policy="p", activation_checkpointing=True))
+    assert build_policy_from_config({**cfg, "lora_r": 4, "lora_alpha": 8}).activation_checkpointing
+    assert not build_policy_from_config({**cfg, "activation_checkpointing": False}).activation_checkpointing

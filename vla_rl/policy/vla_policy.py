@@ -106,6 +106,31 @@ class VLAPolicy(nn.Module):
         self._prompt_cache: dict[str, list[int]] = {}
         # True: the value head trains on detached features, so the value loss cannot move the backbone (or LoRA).
         self.detach_value_features = False
+        self.activation_checkpointing = False  # see enable_activation_checkpointing
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each transformer layer's activations in the backward of `evaluate` instead of keeping them
+        (transformers' activation checkpointing, non-reentrant): memory for the learner's forward over K·D tokens,
+        at ~one more forward per step. Same log-probs and gradients. transformers runs it only in a layer whose
+        `training` flag is set; the policy stays in eval mode, so `evaluate` sets that flag on the layers alone
+        (not on their dropouts or norms) while it runs."""
+        self.base_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.activation_checkpointing = True
+
+    @contextmanager
+    def _checkpointing_layers(self) -> Iterator[None]:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer) and not m.training]
+        if not (self.activation_checkpointing and torch.is_grad_enabled()):
+            layers = []
+        for m in layers:
+            m.training = True  # the flag alone: submodules keep eval behaviour (no dropout)
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.training = False
 
     # --- structure -------------------------------------------------------------------------------
     @property
@@ -287,7 +312,8 @@ class VLAPolicy(nn.Module):
         mask = torch.cat([x["mask"], x["mask"].new_ones(follow.shape)], dim=1)
         steps = torch.arange(1, follow.shape[1] + 1, device=self.device)
         positions = torch.cat([x["positions"], x["positions"][:, -1:] + steps], dim=1)
-        out = self._forward(embeds, mask, positions, x["pixels"])
+        with self._checkpointing_layers():
+            out = self._forward(embeds, mask, positions, x["pixels"])
         logp_all = self._bin_logp(out.last_hidden_state[:, -n:], temperature)
         logp = logp_all.gather(-1, (tokens - off)[..., None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)

@@ -277,6 +277,7 @@ def module_config(policy_dir: str, cfg) -> dict[str, Any]:
     return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
             "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach,
+            "activation_checkpointing": cfg.activation_checkpointing,
             "base_dtype": cfg.run_base_dtype(), "critic": cfg.critic}
 
 

@@ -21,6 +21,7 @@ alone for inference-only runner modules) — and `set_state` refuses unknown or 
     lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
     temperature        sampling temperature of exploration (and of the training log-probs)
     value_detach       the value head reads detached features (the value loss does not train LoRA)
+    activation_checkpointing  recompute the layers' activations in the learner's backward (VLAPolicy)
     critic             "vla" (the value head on the VLA's features) or "privileged" (`rl.critic.PrivilegedCritic` on
                        the observation's `privileged` key, which the env then carries; the VLA value head is frozen)
     base_dtype         "float32" or "bfloat16": the frozen base only, the same in every copy of the run (so the
@@ -77,6 +78,8 @@ def build_policy_from_config(cfg: dict[str, Any]):
                         include_vision=bool(cfg.get("lora_vision", False)))
     policy.value_head.requires_grad_(True)
     policy.detach_value_features = bool(cfg.get("value_detach", False))
+    if cfg.get("activation_checkpointing", False):
+        policy.enable_activation_checkpointing()
     dtype = str(cfg.get("base_dtype", "float32"))
     if dtype not in ("float32", "bfloat16"):  # "auto" is resolved once per run (TrainConfig.run_base_dtype)
         raise PolicyError(f"model_config base_dtype={dtype!r}: give 'float32' or 'bfloat16'")
