@@ -112,16 +112,17 @@ def throughput(args) -> dict:
     import ray
 
     from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.rl.algorithm import build_config
     from vla_rl.rl.module import build_policy_from_config
+    from vla_rl.rl.module_settings import ModuleSettings
 
     torch.set_num_threads(1)  # a 1-CPU env runner runs the VLA on one thread too
     cfg = _train_config(args)
     base = VLAPolicy.from_pretrained(cfg.policy)
     env_config = _env_config(base)
-    policy = build_policy_from_config(module_config(cfg.policy, cfg))
+    policy = build_policy_from_config(ModuleSettings.from_train_config(cfg.policy, cfg))
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, logging_level="ERROR")
-    algo = build_config(cfg, env_config, module_config(cfg.policy, cfg)).build_algo()
+    algo = build_config(cfg, env_config, cfg.policy).build_algo()
     n = args.steps * args.envs
     sample = lambda: algo.env_runner_group.foreach_env_runner(  # noqa: E731
         lambda r: r.sample(num_timesteps=n, force_reset=True, explore=True), local_env_runner=False)
@@ -144,14 +145,14 @@ def throughput(args) -> dict:
 
 
 def sync(args) -> dict:
-    from vla_rl.rl.algorithm import module_config
     from vla_rl.rl.module import build_policy_from_config
+    from vla_rl.rl.module_settings import ModuleSettings
 
     rows = []
     for r, targets in ((16, ""), (8, ""), (4, ""), (16, r".*language_model\..*\.(q_proj|v_proj)"),
                        (4, r".*language_model\..*\.(q_proj|v_proj)")):
         args.lora_r, args.lora_targets = r, targets
-        policy = build_policy_from_config(module_config(str(Path(args.policy).resolve()), _train_config(args)))
+        policy = build_policy_from_config(ModuleSettings.from_train_config(str(Path(args.policy).resolve()), _train_config(args)))
         lora = sum(p.numel() * p.element_size() for n, p in policy.named_parameters() if p.requires_grad
                    and "value_head" not in n)
         full = sum(t.numel() * t.element_size() for t in policy.state_dict().values())
@@ -165,14 +166,14 @@ import json, resource, sys, time, torch, ray
 sys.path.insert(0, ".")
 from experiments.bench_rl import _env_config, _train_config
 from vla_rl.policy import VLAPolicy
-from vla_rl.rl.algorithm import build_config, module_config
+from vla_rl.rl.algorithm import build_config
 import argparse
 args = argparse.Namespace(**json.loads(sys.argv[1]))
 torch.set_num_threads(1)
 cfg = _train_config(args)
 env_config = _env_config(VLAPolicy.from_pretrained(cfg.policy))
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-config = build_config(cfg, env_config, module_config(cfg.policy, cfg))
+config = build_config(cfg, env_config, cfg.policy)
 config.learner_config_dict["kl_reference"] = args.reference
 algo = config.build_algo()
 for _ in range(args.iterations):

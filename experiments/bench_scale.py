@@ -37,9 +37,9 @@ def _cfg(policy: str, runners: int, envs: int, steps: int, **extra):
 
 
 def _build(cfg, env_config):
-    from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.rl.algorithm import build_config
 
-    return build_config(cfg, env_config, module_config(cfg.policy, cfg)).build_algo()
+    return build_config(cfg, env_config, cfg.policy).build_algo()
 
 
 def _sample_rate(algo, n: int) -> float:
@@ -139,14 +139,14 @@ def main() -> None:
     import ray  # noqa: F401  (imported before torch threads are set: Ray reads OMP_NUM_THREADS at import)
 
     from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import module_config
     from vla_rl.rl.module import build_policy_from_config
+    from vla_rl.rl.module_settings import ModuleSettings
 
     args.policy = str(Path(args.policy).resolve())
     torch.set_num_threads(1)  # like a 1-CPU runner: the bare loop and the driver's learner use one thread
     base = VLAPolicy.from_pretrained(args.policy)
     env_config = _env_config(base)
-    policy = build_policy_from_config(module_config(args.policy, _cfg(args.policy, 1, 1, 1)))
+    policy = build_policy_from_config(ModuleSettings.from_train_config(args.policy, _cfg(args.policy, 1, 1, 1)))
     result = {"benchmark": "scale", "machine": machine(), "command": " ".join(sys.argv), "env": env_config["env_id"],
               "steps_per_env": args.steps, "repeats": args.repeats, **scaling(args, policy, env_config)}
     if not args.skip_two_node:

@@ -28,14 +28,14 @@ SMALL = {"envs_per_runner": 4, "rollout_length": 30, "minibatch_size": 60, "epoc
 def build_algo(policy_dir: Path, **options):
     """VLAPPO for the tiny policy on ENV, built in-process (Ray must be initialised): SMALL options + `options`."""
     from vla_rl.policy import VLAPolicy
-    from vla_rl.rl.algorithm import build_config, module_config
+    from vla_rl.rl.algorithm import build_config
     from vla_rl.train_config import TrainConfig
 
     cfg = TrainConfig(policy=str(policy_dir), **{**SMALL, **options})
     env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "chunk_size": 1, "reward": "shaped", "seed": 0,
                   "action_tokenizer": VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict(),
                   "privileged_obs": cfg.critic == "privileged"}
-    return build_config(cfg, env_config, module_config(str(policy_dir), cfg)).build_algo()
+    return build_config(cfg, env_config, str(policy_dir)).build_algo()
 
 
 def assert_runner_has_learner_weights(algo) -> dict:

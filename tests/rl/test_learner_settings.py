@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from vla_rl.rl.algorithm import build_config, module_config
+from vla_rl.rl.algorithm import build_config
 from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.train_config import TrainConfig
 
@@ -27,7 +27,7 @@ def test_every_user_knob_comes_from_train_config_without_a_second_default():
 
 def test_rllib_fields_carry_the_coefficients_and_value_clipping_is_off():
     cfg = TrainConfig(policy="p", vf_coef=0.25, entropy_coef=0.01, clip=0.28, gamma=0.97, gae_lambda=0.9)
-    config = build_config(cfg, env_config={}, model_config=module_config("p", cfg))
+    config = build_config(cfg, env_config={}, policy_dir="p")
     assert (config.vf_loss_coeff, config.entropy_coeff, config.clip_param, config.gamma, config.lambda_) == (
         0.25, 0.01, 0.28, 0.97, 0.9)
     assert config.vf_clip_param == float("inf")
@@ -51,3 +51,23 @@ def test_lora_dropout_that_would_never_act_is_refused():
     TrainConfig(policy="p", lora_dropout=0.0).validate()
     with pytest.raises(ConfigError, match=r"lora_dropout=0.1 has no effect: .* leave it 0"):
         TrainConfig(policy="p", lora_dropout=0.1).validate()
+
+
+def test_module_settings_come_from_train_config_and_a_dict_that_does_not_fit_is_refused():
+    from vla_rl.policy import PolicyError
+    from vla_rl.rl.module_settings import ModuleSettings
+
+    cfg = TrainConfig(policy="p", lora_r=8, lora_alpha=16, lora_target_modules="", temperature=0.5, seed=3,
+                      value_detach=True, critic="privileged")
+    s = ModuleSettings.from_train_config("/x/pretrained_model", cfg)
+    assert (s.policy_dir, s.lora_r, s.lora_alpha, s.lora_target_modules, s.temperature, s.seed, s.value_detach,
+            s.critic, s.base_dtype) == ("/x/pretrained_model", 8, 16, "", 0.5, 3, True, "privileged", "float32")
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(ModuleSettings))  # no second default
+    config = build_config(cfg, env_config={}, policy_dir="/x/pretrained_model")
+    assert ModuleSettings.of(config.rl_module_spec.model_config) == s
+    # what a runner's module receives: RLlib merges its own model_config keys in (tests/rl/test_train.py runs it)
+    assert ModuleSettings.of({**config.model_config, **config.rl_module_spec.model_config}) == s
+    with pytest.raises(PolicyError, match=r"missing keys \['seed'\]"):
+        ModuleSettings.of({k: v for k, v in s.as_dict().items() if k != "seed"})
+    with pytest.raises(PolicyError, match=r"unknown keys \['lora_dropout'\]"):
+        ModuleSettings.of({**s.as_dict(), "lora_dropout": 0.0})

@@ -86,11 +86,19 @@ def test_cluster_fits_names_the_missing_resource():
         check_cluster_fits(cfg, {"CPU": 16, "GPU": 2, "sim": 8})
 
 
+def _settings(policy_dir, **changes):
+    """The module settings `vla-rl train` would build for `policy_dir` (TrainConfig's defaults, LoRA r 4)."""
+    from vla_rl.rl.module_settings import ModuleSettings
+    from vla_rl.train_config import TrainConfig
+
+    cfg = TrainConfig(policy=str(policy_dir), lora_r=4, lora_alpha=8)
+    return ModuleSettings.from_train_config(str(policy_dir), cfg).replace(**changes)
+
+
 def test_bf16_base_with_fp32_lora_samples_and_trains_with_first_ratio_1(tiny_policy):
     from vla_rl.rl.module import build_policy_from_config
 
-    policy = build_policy_from_config({"policy_dir": str(tiny_policy), "lora_r": 4, "lora_alpha": 8,
-                                       "base_dtype": "bfloat16"})
+    policy = build_policy_from_config(_settings(tiny_policy, base_dtype="bfloat16"))
     dtypes = {n: p.dtype for n, p in policy.named_parameters()}
     assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "value_head" in n)
     assert all(d == torch.bfloat16 for n, d in dtypes.items() if not ("lora_" in n or "value_head" in n))
@@ -116,11 +124,11 @@ def test_bf16_base_with_fp32_lora_samples_and_trains_with_first_ratio_1(tiny_pol
     ({"base_dtype": "bfloat16"}, "bfloat16"),
 ])
 def test_auto_base_dtype_is_one_dtype_for_every_copy_of_the_policy(options, dtype):
-    from vla_rl.rl.algorithm import module_config
+    from vla_rl.rl.module_settings import ModuleSettings
     from vla_rl.train_config import TrainConfig
 
     cfg = TrainConfig(policy="p", **options)
-    assert cfg.run_base_dtype() == dtype and module_config("p", cfg)["base_dtype"] == dtype
+    assert cfg.run_base_dtype() == dtype and ModuleSettings.from_train_config("p", cfg).base_dtype == dtype
 
 
 def test_an_unresolved_auto_dtype_is_refused_by_the_module(tiny_policy):
@@ -128,14 +136,12 @@ def test_an_unresolved_auto_dtype_is_refused_by_the_module(tiny_policy):
     from vla_rl.rl.module import build_policy_from_config
 
     with pytest.raises(PolicyError, match="base_dtype='auto'"):
-        build_policy_from_config({"policy_dir": str(tiny_policy), "base_dtype": "auto"})
+        build_policy_from_config({**_settings(tiny_policy).as_dict(), "base_dtype": "auto"})
 
 
 def test_activation_checkpointing_reaches_the_learners_policy(tiny_policy):
-    from vla_rl.rl.algorithm import module_config
     from vla_rl.rl.module import build_policy_from_config
-    from vla_rl.train_config import TrainConfig
 
-    cfg = module_config(str(tiny_policy), TrainConfig(policy="p", activation_checkpointing=True))
-    assert build_policy_from_config({**cfg, "lora_r": 4, "lora_alpha": 8}).activation_checkpointing
-    assert not build_policy_from_config({**cfg, "activation_checkpointing": False}).activation_checkpointing
+    on = _settings(tiny_policy, activation_checkpointing=True)
+    assert build_policy_from_config(on).activation_checkpointing
+    assert not build_policy_from_config(on.replace(activation_checkpointing=False)).activation_checkpointing

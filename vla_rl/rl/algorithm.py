@@ -46,6 +46,7 @@ from vla_rl.rl.episodes import episode_frames
 from vla_rl.rl.learner import VLAPPOLearner
 from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import VLARLModule
+from vla_rl.rl.module_settings import ModuleSettings
 
 ENV_NAME = "vla_rl_env"
 ROLLOUT = "rollout"
@@ -273,16 +274,10 @@ class VLAPPO(PPO):
                                                  local_env_runner=self._sample_locally)
 
 
-def module_config(policy_dir: str, cfg) -> dict[str, Any]:
-    return {"policy_dir": policy_dir, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
-            "lora_dropout": cfg.lora_dropout, "lora_target_modules": cfg.lora_target_modules,
-            "temperature": cfg.temperature, "seed": cfg.seed, "value_detach": cfg.value_detach,
-            "activation_checkpointing": cfg.activation_checkpointing,
-            "base_dtype": cfg.run_base_dtype(), "critic": cfg.critic}
-
-
-def build_config(cfg, env_config: dict[str, Any], model_config: dict[str, Any]) -> PPOConfig:
-    """The PPOConfig of a TrainConfig (`cfg`): env runners, the VLA module, the VLA learner."""
+def build_config(cfg, env_config: dict[str, Any], policy_dir: str) -> PPOConfig:
+    """The PPOConfig of a TrainConfig (`cfg`) for the policy in `policy_dir`: env runners, the VLA module, the VLA
+    learner."""
+    model_config = ModuleSettings.from_train_config(policy_dir, cfg).as_dict()
     runners = int(cfg.env_runners)
     batch = max(1, runners) * cfg.envs_per_runner * cfg.rollout_length
     batch_per_learner = max(1, batch // max(1, cfg.num_learners))

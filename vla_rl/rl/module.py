@@ -15,18 +15,8 @@ wrapper decodes bins to the continuous chunk with the policy's action tokenizer)
 State (weight sync and checkpoints) is the trainable tensors only — LoRA and the critic (LoRA
 alone for inference-only runner modules) — and `set_state` refuses unknown or missing names.
 
-`model_config` holds paths and numbers only (it is pickled to every actor):
-    policy_dir         a `pretrained_model` directory (vla-rl pretrain) — or, for tests, `preset`
-                       with family, action_low, action_high, state_dim, image_size, chunk_size, init_seed
-    lora_r, lora_alpha, lora_dropout, lora_target_modules ("" = the LM projections), lora_vision
-    temperature        sampling temperature of exploration (and of the training log-probs)
-    value_detach       the value head reads detached features (the value loss does not train LoRA)
-    activation_checkpointing  recompute the layers' activations in the learner's backward (VLAPolicy)
-    critic             "vla" (the value head on the VLA's features) or "privileged" (`rl.critic.PrivilegedCritic` on
-                       the observation's `privileged` key, which the env then carries; the VLA value head is frozen)
-    base_dtype         "float32" or "bfloat16": the frozen base only, the same in every copy of the run (so the
-                       sampler's and the learner's log-probs share one precision; TrainConfig.run_base_dtype)
-    seed               seed of the sampling generator
+`model_config` is `ModuleSettings(...).as_dict()` (vla_rl/rl/module_settings.py: the policy directory, LoRA,
+temperature, seed, critic, base dtype), pickled to every actor; a missing or unknown key is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +29,7 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from vla_rl.policy.vla_policy import PolicyError
+from vla_rl.rl.module_settings import ModuleSettings
 
 TOKEN_LOGP = "token_logp"  # (B, K·D) log-prob of each sampled token (train forward)
 SAMPLED_TOKEN_LOGP = "sampled_token_logp"  # (B, K·D) the same at sampling time (the per-token PPO ratio's π_old)
@@ -53,38 +44,23 @@ def is_value_param(name: str) -> bool:
     return name.startswith(("policy.value_head.", "critic."))
 
 
-def build_policy_from_config(cfg: dict[str, Any]):
+def build_policy_from_config(settings: ModuleSettings | dict[str, Any]):
     """The VLAPolicy a module config names, with LoRA attached and only LoRA + value head trainable."""
-    from vla_rl.policy import ActionTokenizer, VLAPolicy, build_policy
+    from vla_rl.policy import VLAPolicy
 
-    if cfg.get("policy_dir"):
-        policy = VLAPolicy.from_pretrained(cfg["policy_dir"], trainable=False)
-    elif cfg.get("preset"):
-        at = ActionTokenizer(tuple(cfg["action_low"]), tuple(cfg["action_high"]))
-        size = int(cfg["image_size"])
-        policy = build_policy(at, state_dim=int(cfg["state_dim"]), image_size=(size, size),
-                              family=cfg.get("family", "llava"), preset=cfg["preset"],
-                              chunk_size=int(cfg.get("chunk_size", 1)), seed=int(cfg.get("init_seed", 0)))
-        policy.requires_grad_(False)
-    else:
-        raise PolicyError("model_config needs 'policy_dir' (a pretrained_model directory) or 'preset'")
+    s = settings if isinstance(settings, ModuleSettings) else ModuleSettings.of(settings)
+    policy = VLAPolicy.from_pretrained(s.policy_dir, trainable=False)
     if policy.has_lora:  # continuing from an RL-tuned policy: its adapter trains on
         for name, p in policy.named_parameters():
             p.requires_grad_("lora_" in name)
     else:
-        policy.add_lora(r=int(cfg.get("lora_r", 16)), alpha=int(cfg.get("lora_alpha", 32)),
-                        dropout=float(cfg.get("lora_dropout", 0.0)),
-                        target_modules=cfg.get("lora_target_modules") or None,
-                        include_vision=bool(cfg.get("lora_vision", False)))
+        policy.add_lora(r=s.lora_r, alpha=s.lora_alpha, target_modules=s.lora_target_modules or None)
     policy.value_head.requires_grad_(True)
-    policy.detach_value_features = bool(cfg.get("value_detach", False))
-    if cfg.get("activation_checkpointing", False):
+    policy.detach_value_features = s.value_detach
+    if s.activation_checkpointing:
         policy.enable_activation_checkpointing()
-    dtype = str(cfg.get("base_dtype", "float32"))
-    if dtype not in ("float32", "bfloat16"):  # "auto" is resolved once per run (TrainConfig.run_base_dtype)
-        raise PolicyError(f"model_config base_dtype={dtype!r}: give 'float32' or 'bfloat16'")
-    if dtype != policy.spec.dtype:
-        cast_frozen_base(policy, dtype)
+    if s.base_dtype != policy.spec.dtype:
+        cast_frozen_base(policy, s.base_dtype)
     return policy.eval()
 
 
@@ -106,11 +82,11 @@ def cast_frozen_base(policy, dtype: str) -> None:
 
 class VLARLModule(TorchRLModule, ValueFunctionAPI):
     def setup(self):
-        cfg = dict(self.model_config or {})
-        self.policy = build_policy_from_config(cfg)
-        self.temperature = float(cfg.get("temperature", 1.0))
-        self.generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-        self.critic = self._build_critic(str(cfg.get("critic", "vla")))
+        settings = ModuleSettings.of(self.model_config)
+        self.policy = build_policy_from_config(settings)
+        self.temperature = settings.temperature
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.critic = self._build_critic(settings.critic)
         n = self.policy.spec.n_action_tokens
         nvec = getattr(self.action_space, "nvec", None)
         if nvec is not None and (len(nvec) != n or any(int(v) != self.policy.action_tokenizer.n_bins for v in nvec)):

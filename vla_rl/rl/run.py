@@ -210,10 +210,10 @@ class TrainRun:
     # --- the algorithm, restored when resuming ----------------------------------------------------------
     def build(self) -> None:
         from vla_rl.checkpoints import point_best
-        from vla_rl.rl.algorithm import build_config, module_config
+        from vla_rl.rl.algorithm import build_config
 
         cfg = self.cfg
-        self.algo = algo = build_config(cfg, self.env_config, module_config(str(Path(cfg.policy).resolve()), cfg)).build_algo()
+        self.algo = algo = build_config(cfg, self.env_config, str(Path(cfg.policy).resolve())).build_algo()
         if self.ckpt is not None:
             state = self.saved_state
             algo.restore_from_path(str((self.ckpt / "rllib").resolve()))
