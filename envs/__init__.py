@@ -4,6 +4,7 @@ Public API::
 
     from envs import make_env, make_vector_env, list_specs, get_spec, EnvOptions
     from envs import ScriptedExpert, DemoDataset, DemoWriter
+    from envs import EnvFamily, register_family    # more simulators (docs/environments.md)
 
 Every task is also a gymnasium env: ``gym.make("vla_rl/metaworld.drawer-open")`` (gymnasium ids
 allow one "/", so the family separator becomes "."). Importing `envs` registers them.
@@ -19,19 +20,24 @@ from envs.backend import TaskBackend, TaskStatus  # noqa: E402
 from envs.chunking import ActionChunkWrapper  # noqa: E402
 from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
 from envs.experts import ScriptedExpert
+from envs.family import EnvFamily
 from envs.instruction import decode_instruction, encode_instruction
 from envs.options import EnvOptions
 from envs.registry import (
+    family_names,
+    get_family,
     get_spec,
     list_specs,
     make_env,
     make_vector_env,
+    register_entry_point_families,
+    register_family,
     register_gym_envs,
 )
 from envs.spec import TaskSpec
 from envs.wrapper import PRIVILEGED_INFO_KEYS, VLAEnv
 
-register_gym_envs()
+register_entry_point_families()
 
 __all__ = [
     "PRIVILEGED_INFO_KEYS",
@@ -39,6 +45,7 @@ __all__ = [
     "DatasetError",
     "DemoDataset",
     "DemoWriter",
+    "EnvFamily",
     "EnvOptions",
     "Episode",
     "ScriptedExpert",
@@ -49,9 +56,13 @@ __all__ = [
     "decode_instruction",
     "encode_instruction",
     "env_facts",
+    "family_names",
+    "get_family",
     "get_spec",
     "list_specs",
     "make_env",
     "make_vector_env",
+    "register_entry_point_families",
+    "register_family",
     "register_gym_envs",
 ]

@@ -3,24 +3,46 @@
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from importlib.metadata import entry_points
 
 import gymnasium as gym
 
-from envs.metaworld_backend import metaworld_specs
+from envs.family import EnvFamily
 from envs.options import EnvOptions
 from envs.spec import TaskSpec
-from envs.tabletop.tasks import tabletop_specs
 from envs.wrapper import VLAEnv
 
+ENTRY_POINT_GROUP = "vla_rl.env_families"  # a package's `EnvFamily` objects, registered when `envs` is imported
+_FAMILIES: dict[str, EnvFamily] = {}
+_SPECS: dict[str, TaskSpec] = {}
 
-@lru_cache(maxsize=1)
-def _specs() -> dict[str, TaskSpec]:
-    return {s.id: s for s in tabletop_specs() + metaworld_specs()}
+
+def register_family(family: EnvFamily) -> None:
+    """Add a family's tasks to every list, factory and `gym.make` id. A name or task id taken already is refused."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"env family {family.name!r} is registered already")
+    specs = list(family.specs())
+    family.check_specs(specs)
+    taken = sorted(s.id for s in specs if s.id in _SPECS)
+    if taken:
+        raise ValueError(f"env family {family.name!r}: task ids {taken} are registered already")
+    _FAMILIES[family.name] = family
+    _SPECS.update({s.id: s for s in specs})
+    register_gym_envs()
+
+
+def get_family(name: str) -> EnvFamily:
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown env family {name!r}: registered are {family_names()}")
+    return _FAMILIES[name]
+
+
+def family_names() -> list[str]:
+    return list(_FAMILIES)
 
 
 def list_specs() -> list[TaskSpec]:
-    return list(_specs().values())
+    return list(_SPECS.values())
 
 
 def get_spec(env_id: str) -> TaskSpec:
@@ -28,12 +50,11 @@ def get_spec(env_id: str) -> TaskSpec:
     key = env_id
     if key.startswith("vla_rl/"):
         key = key[len("vla_rl/") :].replace(".", "/", 1)
-    specs = _specs()
-    if key not in specs:
-        close = difflib.get_close_matches(key, specs, n=3)
+    if key not in _SPECS:
+        close = difflib.get_close_matches(key, _SPECS, n=3)
         hint = f"; did you mean {close}?" if close else ""
-        raise KeyError(f"unknown env id {env_id!r}{hint} (run `vla-rl envs` to list all {len(specs)} ids)")
-    return specs[key]
+        raise KeyError(f"unknown env id {env_id!r}{hint} (run `vla-rl envs` to list all {len(_SPECS)} ids)")
+    return _SPECS[key]
 
 
 def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | None = "rgb_array") -> VLAEnv:
@@ -41,14 +62,7 @@ def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | 
     spec = get_spec(env_id)
     options = options or EnvOptions()
     options.validate()
-    if spec.family == "metaworld":
-        from envs.metaworld_backend import MetaWorldBackend
-
-        backend = MetaWorldBackend(spec, options.image_size, options.camera)
-    else:
-        from envs.tabletop.tasks import make_tabletop_backend
-
-        backend = make_tabletop_backend(spec, options.image_size, options.camera)
+    backend = _FAMILIES[spec.family].make_backend(spec, options.image_size, options.camera)
     return VLAEnv(backend, options, render_mode=render_mode)
 
 
@@ -82,3 +96,33 @@ def register_gym_envs() -> None:
             kwargs={"task_id": spec.id},
             disable_env_checker=True,
         )
+
+
+def _make_metaworld_backend(spec: TaskSpec, image_size: int, camera: str):
+    from envs.metaworld_backend import MetaWorldBackend  # imports metaworld only when a task is built
+
+    return MetaWorldBackend(spec, image_size, camera)
+
+
+def _register_builtin_families() -> None:
+    from envs.metaworld_backend import metaworld_specs
+    from envs.tabletop.tasks import make_tabletop_backend, tabletop_specs
+
+    register_family(EnvFamily("tabletop", tabletop_specs, make_tabletop_backend, reward_max=1.0))
+    # Meta-World's v2 dense reward lies in [0, 10] per step.
+    register_family(EnvFamily("metaworld", metaworld_specs, _make_metaworld_backend, reward_max=10.0))
+
+
+def register_entry_point_families() -> None:
+    """Register every `EnvFamily` that an installed package names under the `vla_rl.env_families` entry point."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _FAMILIES:
+            continue
+        family = ep.load()
+        if not isinstance(family, EnvFamily):
+            raise TypeError(f"entry point {ep.value!r} ({ENTRY_POINT_GROUP}) is a {type(family).__name__}, "
+                            "not an envs.EnvFamily")
+        register_family(family)
+
+
+_register_builtin_families()

@@ -29,14 +29,16 @@ T = TypeVar("T")
 class EnvsConfig:
     """List every registered environment: id, instruction(s), action size, episode length."""
 
-    # Only list this family ("tabletop" or "metaworld"); empty = all.
+    # Only list this family ("tabletop", "metaworld" or a family registered by a package); empty = all.
     family: str = ""
     # Print JSON instead of a table.
     json: bool = False
 
     def validate(self) -> None:
-        if self.family not in ("", "tabletop", "metaworld"):
-            raise ConfigError(f"family={self.family!r} is not allowed: choose 'tabletop', 'metaworld' or ''")
+        from envs import family_names
+
+        if self.family and self.family not in family_names():
+            raise ConfigError(f"family={self.family!r} is not registered: choose one of {family_names()} or ''")
 
 
 @dataclass

@@ -7,13 +7,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import EnvOptions, ScriptedExpert
+from envs import EnvOptions, ScriptedExpert, get_family
 from envs.errors import ActionError
 from vla_rl.policy import ActionTokenizer
 from vla_rl.rl.env import (
     FIRST_EPISODE,
     GROUP_SEED,
-    REWARD_MAX,
     RLRewardWrapper,
     build_rl_env,
     mark_first_episodes,
@@ -83,7 +82,7 @@ def test_on_a_real_task_expert_successes_outreturn_random_failures():
     env.close()
     assert successes and failures
     assert min(successes) > max(failures)
-    assert REWARD_MAX["tabletop"] == 1.0
+    assert get_family("tabletop").reward_max == 1.0 and get_family("metaworld").reward_max == 10.0
 
 
 def test_bins_decode_through_the_policys_tokenizer_and_bad_actions_are_refused():

@@ -44,11 +44,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs import ActionChunkWrapper, EnvOptions, get_spec, make_env
+from envs import ActionChunkWrapper, EnvOptions, get_family, get_spec, make_env
 from envs.errors import ActionError
 
 REWARDS = ("shaped", "sparse", "dense")
-REWARD_MAX = {"metaworld": 10.0, "tabletop": 1.0}  # per-step maximum of each family's dense reward
 _created = itertools.count()  # creation order of envs in this process (RLlib's SyncVectorEnv gives no index)
 
 
@@ -184,7 +183,7 @@ def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, r
                  bootstrap_time_limit: bool = False, render_inner_steps: bool = False,
                  privileged_obs: bool = False) -> gym.Env:
     env = make_env(env_id, options)
-    env = RLRewardWrapper(env, reward, REWARD_MAX[get_spec(env_id).family], bootstrap_time_limit)
+    env = RLRewardWrapper(env, reward, get_family(get_spec(env_id).family).reward_max, bootstrap_time_limit)
     env = SeededEpisodes(env, seed)
     env = ActionChunkWrapper(env, chunk_size, render_inner_steps=render_inner_steps)
     env = BinActionWrapper(env, tokenizer, chunk_size)
