@@ -17,7 +17,8 @@ frames (`EpisodeFrames`; the RL side converts RLlib's episodes once, `vla_rl.rl.
    held-out accuracy), its normalisation is refreshed on the training frames and then frozen until
    the next update. Runs in the driver: it takes seconds for the RL-VLM-F CNN (measured in
    `perf/time_reward_model`); a second actor would only compete with sampling for the same cores.
-4. The new model is returned for the learner's relabelling piece, which scores the batch before GAE.
+4. The new model is returned; the RL side scores the batch with it once (`reward_models.scoring.score_frames`):
+   the scores become the actions' rewards and feed the audit `reward_model/spearman_vs_progress`.
 
 The labeler itself sits behind a small client (`reward_models/labeler_actor.py`): a Ray actor in training,
 in-process in unit tests.
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from reward_models.config import PreferenceOptions
 from reward_models.labelers.base import LabelResult
@@ -116,8 +116,6 @@ class PreferenceLoop:
         new_model = None
         if new_ids or (self.model is None and s.used):  # new labels, or adopted pairs and no model yet
             new_model = self._update(metrics)
-        if self.model is not None and frames.image:  # the audit scores the batch once more: timed with the updates
-            metrics["reward_model/spearman_vs_progress"] = self.spearman_vs_progress(frames)
         t2 = time.perf_counter()
         metrics.update({
             "labels/requested": s.requested, "labels/answered": s.answered, "labels/valid": s.valid,
@@ -236,20 +234,6 @@ class PreferenceLoop:
             s.last_report["reward_model/heldout_accuracy"] = float(report["heldout"]["pairwise_accuracy"])
         metrics.update(s.last_report)
         return model
-
-    @torch.no_grad()
-    def spearman_vs_progress(self, eps: EpisodeFrames) -> float:
-        """Rank correlation of the current model's reward with privileged progress over this batch's frames."""
-        from scipy.stats import spearmanr
-
-        images = np.concatenate(eps.image)
-        progress = np.concatenate(eps.progress)
-        instr = np.concatenate([np.repeat(i[None], len(im), 0) for i, im in zip(eps.instruction, eps.image, strict=True)])
-        ok = np.isfinite(progress)
-        if ok.sum() < 3 or np.ptp(progress[ok]) == 0:
-            return float("nan")
-        r = self.model.reward({"image": images[ok], "instruction": instr[ok]})
-        return float(spearmanr(r, progress[ok]).statistic)
 
     # --- persistence (a checkpoint's preference/ directory) ---------------------------------------
     def state_dict(self) -> dict[str, Any]:

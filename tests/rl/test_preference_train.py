@@ -16,7 +16,6 @@ from rl_setup import RUN, build_algo
 
 from reward_models.pairs import PairDataset
 from vla_rl.cli import main
-from vla_rl.rl.rllib_internals import driver_learner
 
 PREF = ["--reward", "preference", "--preference.queries_per_round", "8", "--preference.max_queries", "40",
         "--preference.ensemble_size", "1", "--preference.epochs", "3", "--preference.patience", "3"]
@@ -91,20 +90,24 @@ def pref_algo(tiny_policy, tmp_path):
     ray.shutdown()
 
 
-def test_the_learner_scores_with_the_newest_model_and_a_killed_labeler_is_restarted(pref_algo):
+def test_each_batch_is_scored_once_by_the_newest_model_and_a_killed_labeler_is_restarted(pref_algo, monkeypatch):
     import ray
 
+    from reward_models import scoring
+
     algo, labelers = pref_algo
-    learner = driver_learner(algo.learner_group)
+    scored = []  # the model of each score_frames call
+    real = scoring.score_frames
+    monkeypatch.setattr(scoring, "score_frames", lambda model, frames: scored.append(model) or real(model, frames))
     algo.train()
     loop = algo.preference
-    assert learner._relabel.model is loop.model and loop.state.version == 1
+    assert scored == [loop.model] and loop.state.version == 1
     pid = ray.get(labelers.actor.pid.remote())
     ray.kill(labelers.actor, no_restart=False)  # the labeler process dies; Ray starts a new one
     algo.train()  # asks round 2 on the restarted actor
     algo.train()  # consumes it: version 2
     assert labelers.restarts == 1 and ray.get(labelers.actor.pid.remote()) != pid
-    assert loop.state.version == 2 and learner._relabel.model is loop.model
+    assert loop.state.version == 2 and len(scored) == 3 and scored[-1] is loop.model and scored[0] is not loop.model
     # Rounds 1 and 2 answered and used; round 3 (asked at iteration 3) is due at 4: its answers may already be
     # stored (they are written as they arrive) but are not used yet.
     counts = PairDataset(loop.pairs.path).counts()

@@ -42,7 +42,7 @@ from vla_rl.rl.env import (
     seed_states,
     set_seed_states,
 )
-from vla_rl.rl.episodes import episode_frames
+from vla_rl.rl.episodes import episode_frames, write_model_rewards
 from vla_rl.rl.learner import VLAPPOLearner
 from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import VLARLModule
@@ -104,11 +104,14 @@ def _set_runner_rng_state(runner, state: dict) -> None:
 
 class VLAPPO(PPO):
     preference = None  # the online preference loop (reward_models.online.PreferenceLoop), when attached
+    reward_model = None  # a frozen reward model (--reward model), when set
 
     def attach_preference(self, loop) -> None:
         self.preference = loop
-        if loop.model is not None:
-            self.learner_group.foreach_learner(lambda learner, m=loop.model: learner.set_reward_model(m))
+
+    def use_reward_model(self, model) -> None:
+        """Every batch's rewards come from `model` (a `RewardEnsemble`) from now on."""
+        self.reward_model = model.eval()
 
     def setup(self, config) -> None:
         super().setup(config)
@@ -188,16 +191,19 @@ class VLAPPO(PPO):
         t_sample = t1 - t0
         stats = episode_stats(episodes)
         pref: dict[str, float] = {}
+        model, frames = self.reward_model, None
         if self.preference is not None:
             it = self.preference.state.iterations + 1
-            pref, new_model = self.preference.step(it, episode_frames(episodes, f"rollout:iteration {it}"))
-            if new_model is not None:
-                self.learner_group.foreach_learner(lambda learner, m=new_model: learner.set_reward_model(m))
-            if self.preference.model is None:  # no reward yet (every label failed so far): do not train on zeros
+            frames = episode_frames(episodes, f"rollout:iteration {it}")
+            pref, _ = self.preference.step(it, frames)
+            model = self.preference.model
+            if model is None:  # no reward yet (every label failed so far): do not train on zeros
                 self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()}, **pref,
                                        f"{PERF}/sample_s": t_sample, "losses/skipped_updates": 1.0}, key="vla", window=1)
                 return
-            t1 = time.perf_counter()  # learn_s excludes the preference phases (perf/time_label, time_reward_model)
+        if model is not None:
+            pref.update(self._relabel(episodes, frames or episode_frames(episodes, "rollout"), model))
+            t1 = time.perf_counter()  # learn_s excludes the reward phases (perf/time_label, time_reward_model, ...)
         learner_results = self.learner_group.update(
             episodes=episodes,
             timesteps={
@@ -219,6 +225,19 @@ class VLAPPO(PPO):
                 "env_steps_per_s": stats["env_steps"] / max(t_sample, 1e-9)}
         self.metrics.log_dict({**{f"{ROLLOUT}/{k}": v for k, v in stats.items()}, **pref,
                                **{f"{PERF}/{k}": v for k, v in perf.items()}}, key="vla", window=1)
+
+    def _relabel(self, episodes, frames, model) -> dict[str, float]:
+        """Score the batch's frames once: the scores become the actions' rewards (on the episodes, before the learner)
+        and, with the preference loop, its audit against privileged progress."""
+        from reward_models.scoring import score_frames, spearman_vs_progress
+
+        t0 = time.perf_counter()
+        scores = score_frames(model, frames)
+        metrics = write_model_rewards(episodes, scores)
+        if self.preference is not None:
+            metrics["reward_model/spearman_vs_progress"] = spearman_vs_progress(scores, frames)
+        metrics[f"{PERF}/time_reward_score"] = time.perf_counter() - t0
+        return metrics
 
     # --- exact resume: RNG states of the driver and every runner ------------------------------------
     def rng_state(self) -> dict[str, Any]:

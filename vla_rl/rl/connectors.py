@@ -1,8 +1,11 @@
 """The learner-connector pieces of the VLA PPO learner, in pipeline order (RLlib's own pieces between them):
 
     EpisodeOutcomes (first; with group_size > 1) -> [RLlib: bootstrap rows, observations, batching]
-    -> RewardModelRelabel (with a reward model) -> ReferenceBinLogp -> Advantages (replaces RLlib's GAE)
-    -> ShuffledAdvantages (the no-credit control) -> DropBootstrapRows (last)
+    -> ReferenceBinLogp -> Advantages (replaces RLlib's GAE) -> ShuffledAdvantages (the no-credit control)
+    -> DropBootstrapRows (last)
+
+A reward model's rewards are on the episodes before the pipeline runs (scored once in the driver:
+`vla_rl.rl.algorithm.VLAPPO._relabel`).
 
 Each sees `{module_id: {column: tensor}}` with RLlib's row layout: per episode chunk its real rows, then one masked
 bootstrap row (`LOSS_MASK` False) holding the chunk's last observation.
@@ -20,7 +23,6 @@ from vla_rl.rl.env import GROUP_SEED
 
 REF_BIN_LOGP = "ref_bin_logp"  # (B, K·D, 256) the reference policy's bin distributions
 REF_TOKEN_LOGP = "ref_token_logp"  # (B, K·D) the reference log-prob of each sampled token
-ENV_REWARDS = "env_rewards"  # the env's reward, kept beside a reward model's for audit
 
 
 def unwrap(module):
@@ -58,51 +60,6 @@ class ReferenceBinLogp(ConnectorV2):
             mb[REF_BIN_LOGP] = ref
             off = policy.action_tokenizer.token_offset
             mb[REF_TOKEN_LOGP] = ref.gather(-1, (tokens - off)[..., None].to(ref.device)).squeeze(-1)
-        return batch
-
-
-class RewardModelRelabel(ConnectorV2):
-    """Replace the env's rewards by a reward model's before GAE (the env's kept as ENV_REWARDS).
-
-    The reward of row t is the model's reward of the frame the action led to, i.e. of row t + 1's
-    observation: rows are consecutive per episode chunk and RLlib appends each chunk's last
-    observation as a masked bootstrap row, so t + 1 always exists and belongs to the same chunk.
-    Bootstrap rows keep reward 0. The model is a saved one (`reward_model_dir`, --reward model) or
-    the online loop's newest (`set_model`, --reward preference). Logs the reward-hacking monitor:
-    `reward/learned_mean`, `reward/gt_mean` and their per-batch Pearson correlation `reward/gt_corr`.
-    """
-
-    def __init__(self, *args, reward_model_dir: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.model = None
-        if reward_model_dir:
-            from reward_models.reward_model import RewardEnsemble
-
-            self.set_model(RewardEnsemble.load(reward_model_dir))
-
-    def set_model(self, model) -> None:
-        self.model = model.eval() if model is not None else None
-
-    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        if self.model is None:
-            raise RuntimeError("no reward model yet: the online loop must provide one before the first update")
-        for mid, mb in batch.items():
-            obs = mb[Columns.OBS]
-            mask = mb[Columns.LOSS_MASK].bool()
-            scores = torch.as_tensor(self.model.reward({"image": obs["image"].cpu().numpy(),
-                                                        "instruction": obs["instruction"].cpu().numpy()}),
-                                     dtype=torch.float32)
-            rewards = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
-            idx = torch.nonzero(mask).squeeze(-1)
-            rewards[idx] = scores[idx + 1].to(rewards.device)
-            mb[ENV_REWARDS] = mb[Columns.REWARDS]
-            mb[Columns.REWARDS] = rewards
-            if metrics is not None and len(idx):
-                learned, gt = rewards[idx].double(), torch.as_tensor(mb[ENV_REWARDS])[idx].double()
-                corr = torch.corrcoef(torch.stack([learned, gt]))[0, 1] if len(idx) > 1 else torch.tensor(float("nan"))
-                for key, value in (("reward/learned_mean", learned.mean()), ("reward/gt_mean", gt.mean()),
-                                   ("reward/gt_corr", corr)):
-                    metrics.log_value((mid, key), float(value), window=1)
         return batch
 
 

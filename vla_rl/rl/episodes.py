@@ -1,6 +1,7 @@
-"""RLlib episodes → `EpisodeFrames`, the framework-free frames the preference loop reads.
+"""RLlib episodes → `EpisodeFrames` (the framework-free frames the preference loop and reward models read), and a
+reward model's scores back onto the episodes.
 
-The RLlib glue of the preference loop lives here, so that `reward_models` never touches RLlib's episode API.
+The RLlib glue of the reward models lives here, so that `reward_models` never touches RLlib's episode API.
 """
 
 from __future__ import annotations
@@ -29,3 +30,31 @@ def episode_frames(episodes, source: str) -> EpisodeFrames:
         out.gt.append(progress)
         out.progress.append(progress)
     return out
+
+
+def write_model_rewards(episodes, scores: list[np.ndarray]) -> dict[str, float]:
+    """Each action's reward becomes the reward model's score of the frame it led to (observation t + 1), written onto
+    the episodes before the learner sees them; `scores` are `reward_models.scoring.score_frames` of the same episodes
+    (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean learned reward,
+    the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`, `reward/gt_mean`,
+    `reward/gt_corr`)."""
+    learned, env = [], []
+    for e, s in zip(episodes, scores, strict=True):
+        n = len(e)
+        if len(s) != n + 1:
+            raise ValueError(f"an episode chunk of {n} steps has {len(s)} scored frames; expected {n + 1}")
+        env.append(np.array(e.get_rewards(), dtype=np.float64, copy=True))  # a copy: get_rewards may be a view
+        new = np.asarray(s[1:], dtype=np.float32)
+        if n:
+            data = e.rewards.data  # a runner's episodes arrive unpickled with read-only arrays
+            if isinstance(data, np.ndarray) and not data.flags.writeable:
+                e.rewards.data = data.copy()
+            e.set_rewards(new_data=new, at_indices=slice(0, n))
+        learned.append(new.astype(np.float64))
+    learned_all, env_all = np.concatenate(learned or [np.zeros(0)]), np.concatenate(env or [np.zeros(0)])
+    if not len(learned_all):
+        return {}
+    corr = float(np.corrcoef(learned_all, env_all)[0, 1]) if len(learned_all) > 1 and np.ptp(learned_all) > 0 \
+        and np.ptp(env_all) > 0 else float("nan")
+    return {"reward/learned_mean": float(learned_all.mean()), "reward/gt_mean": float(env_all.mean()),
+            "reward/gt_corr": corr}

@@ -46,7 +46,6 @@ from vla_rl.rl.connectors import (
     DropBootstrapRows,
     EpisodeOutcomes,
     ReferenceBinLogp,
-    RewardModelRelabel,
     ShuffledAdvantages,
     unwrap,
 )
@@ -69,7 +68,7 @@ class VLAPPOLearner(PPOTorchLearner):
         self.updates_done = 0  # learner updates (iterations) so far; checkpointed
         self._kl_sum, self._kl_rows, self._kl_samples, self._epochs = 0.0, 0, 0, 1
         # RLlib's GAE gives way to the project's (masked whitening, the group estimator); the reference distributions
-        # and (optionally) learned rewards are computed once per batch before it.
+        # are computed once per batch before it. Learned rewards arrive on the episodes (VLAPPO._relabel, driver).
         group = cfg.group_size > 1  # group-relative advantages replace GAE's (the value targets stay)
         if group:
             self._learner_connector.prepend(EpisodeOutcomes())
@@ -83,17 +82,9 @@ class VLAPPOLearner(PPOTorchLearner):
         if cfg.shuffle_advantages:
             self._learner_connector.append(ShuffledAdvantages(seed=cfg.seed))
         self._learner_connector.append(DropBootstrapRows())
-        self._relabel = None
-        if cfg.reward_model or cfg.preference:
-            self._relabel = RewardModelRelabel(reward_model_dir=cfg.reward_model)
-            self._learner_connector.insert_before(Advantages, self._relabel)
         names = [type(p).__name__ for p in self._learner_connector.connectors]
         if names.index("Advantages") != len(names) - 2 - int(cfg.shuffle_advantages):
             raise RuntimeError(f"learner pipeline out of order: {names}")
-
-    def set_reward_model(self, model) -> None:
-        """The online preference loop's newest reward model scores every batch from now on."""
-        self._relabel.set_model(model)
 
     # --- optimizers: LoRA and the value head, each with its own lr ---------------------------------
     def configure_optimizers_for_module(self, module_id, config=None) -> None:

@@ -27,8 +27,6 @@ class LearnerSettings:
     target_kl: float  # early stop of an update's policy steps past 1.5 × this k3 KL per token to the sampler; 0 = off
     critic_warmup: int  # updates that train only the value loss
     temperature: float  # the sampler's temperature (must equal the module's)
-    reward_model: str  # a frozen reward-model directory, or ""
-    preference: bool  # the online preference loop supplies the reward model
     rollout_length: int  # decisions per env per iteration
     group_size: int  # envs per group of equal initial states; > 1 selects group advantages
     shuffle_advantages: bool  # the no-credit control
@@ -43,8 +41,7 @@ class LearnerSettings:
     def from_train_config(cls, cfg) -> LearnerSettings:
         return cls(ratio=cfg.ratio, lr=cfg.lr, vf_lr=cfg.vf_lr, beta=cfg.beta, kl_target=cfg.kl_target,
                    target_kl=cfg.target_kl, critic_warmup=cfg.critic_warmup, temperature=cfg.temperature,
-                   reward_model=cfg.reward_model if cfg.reward == "model" else "",
-                   preference=cfg.reward == "preference", rollout_length=cfg.rollout_length,
+                   rollout_length=cfg.rollout_length,
                    group_size=cfg.group_size, shuffle_advantages=cfg.shuffle_advantages, critic_gate=cfg.critic_gate,
                    seed=cfg.seed, runner_restore_timeout_s=cfg.runner_restore_timeout_s)
 

@@ -226,6 +226,10 @@ class TrainRun:
             self.best = state.get("best")
             if self.best is not None:  # a kill between a save and its `best` link leaves the link one behind
                 point_best(self.root, int(self.best["iteration"]))
+        if cfg.reward == "model":
+            from reward_models.reward_model import RewardEnsemble
+
+            algo.use_reward_model(RewardEnsemble.load(cfg.reward_model))
         if cfg.reward == "preference":
             from reward_models.labeler_actor import RayLabelers
             from reward_models.online import PreferenceLoop

@@ -1,0 +1,55 @@
+"""A reward model's rewards are written onto the RLlib episodes once per batch, in the driver: the reward of step t is
+the model's score of observation t + 1 (the frame the action led to), and the audit reads the same scores."""
+
+import numpy as np
+import pytest
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from envs.instruction import encode_instruction
+from reward_models.scoring import score_frames, spearman_vs_progress
+from vla_rl.rl.episodes import episode_frames, write_model_rewards
+
+
+class BrightnessModel:
+    """A reward model whose score of a frame is its mean pixel / 255 (exact, so the test can check each reward)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def reward(self, obs):
+        self.calls += 1
+        return np.asarray(obs["image"], dtype=np.float64).mean(axis=(1, 2, 3)) / 255.0
+
+
+def _episode(levels, env_rewards, t_started=0):
+    n = len(env_rewards)
+    images = [np.full((8, 8, 3), level, np.uint8) for level in levels]
+    instr = encode_instruction("open the drawer", 32)
+    obs = [{"image": im, "instruction": instr} for im in images]
+    e = SingleAgentEpisode(observations=obs, actions=[0] * n, rewards=list(env_rewards),
+                           infos=[{"progress": level / 255} for level in levels], len_lookback_buffer=0,
+                           t_started=t_started)
+    return e.to_numpy()
+
+
+def test_each_step_gets_the_score_of_the_frame_it_led_to_and_the_batch_is_scored_once():
+    episodes = [_episode([0, 51, 102, 255], [0.1, 0.2, 1.0]), _episode([153, 204], [0.5], t_started=7)]
+    episodes[1].rewards.data.setflags(write=False)  # as a remote runner's episodes arrive (unpickled)
+    model = BrightnessModel()
+    frames = episode_frames(episodes, "rollout:iteration 1")
+    scores = score_frames(model, frames)
+    metrics = write_model_rewards(episodes, scores)
+    assert model.calls == 1
+    np.testing.assert_allclose(episodes[0].get_rewards(), [0.2, 0.4, 1.0], atol=1e-6)
+    np.testing.assert_allclose(episodes[1].get_rewards(), [0.8], atol=1e-6)
+    learned, env = np.array([0.2, 0.4, 1.0, 0.8]), np.array([0.1, 0.2, 1.0, 0.5])
+    assert metrics["reward/learned_mean"] == pytest.approx(learned.mean(), abs=1e-6)
+    assert metrics["reward/gt_mean"] == pytest.approx(env.mean())
+    assert metrics["reward/gt_corr"] == pytest.approx(np.corrcoef(learned, env)[0, 1], abs=1e-5)
+    assert spearman_vs_progress(scores, frames) == pytest.approx(1.0)  # brightness is the progress here
+
+
+def test_scores_that_do_not_fit_an_episode_are_refused():
+    e = _episode([0, 51, 102], [0.0, 0.0])
+    with pytest.raises(ValueError, match="2 steps has 2 scored frames; expected 3"):
+        write_model_rewards([e], [np.zeros(2, np.float32)])
