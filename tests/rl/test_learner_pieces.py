@@ -5,53 +5,11 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from vla_rl.rl.connectors import (
-    ENV_REWARDS,
     VF_PREDS,
     Advantages,
     EpisodeOutcomes,
-    RewardModelRelabel,
     ShuffledAdvantages,
 )
-
-
-class _ScoreIsFirstPixel:
-    """A stand-in reward model: the reward of a frame is its first pixel, so every row is traceable."""
-
-    def __init__(self):
-        self.calls = []
-
-    def reward(self, batch):
-        self.calls.append(batch)
-        return batch["image"].reshape(len(batch["image"]), -1)[:, 0].astype(np.float32) / 10.0
-
-
-def _relabel(mask, env_rewards):
-    piece = RewardModelRelabel.__new__(RewardModelRelabel)  # skip loading a model from disk
-    piece.model = _ScoreIsFirstPixel()
-    n = len(mask)
-    image = torch.zeros(n, 4, 4, 3, dtype=torch.uint8)
-    image[:, 0, 0, 0] = torch.arange(1, n + 1, dtype=torch.uint8)  # row i's frame scores (i + 1) / 10
-    batch = {"default_policy": {
-        Columns.OBS: {"image": image, "instruction": torch.zeros(n, 8, dtype=torch.int64)},
-        Columns.LOSS_MASK: torch.tensor(mask, dtype=torch.bool),
-        Columns.REWARDS: torch.tensor(env_rewards, dtype=torch.float32)}}
-    return piece, piece(rl_module=None, batch=batch, episodes=[])["default_policy"]
-
-
-def test_each_row_gets_the_score_of_the_frame_its_action_led_to():
-    # Two episode chunks, each closed by RLlib's masked bootstrap row: rows 0-2 | 3 (bootstrap) | 4-5 | 6 (bootstrap).
-    mask = [1, 1, 1, 0, 1, 1, 0]
-    env = [0.5, 0.25, 1.0, 0.0, 2.0, 3.0, 0.0]
-    piece, out = _relabel(mask, env)
-    assert torch.allclose(out[Columns.REWARDS], torch.tensor([0.2, 0.3, 0.4, 0.0, 0.6, 0.7, 0.0]))
-    assert torch.equal(out[ENV_REWARDS], torch.tensor(env))  # the ground truth kept for audit
-    assert len(piece.model.calls) == 1 and len(piece.model.calls[0]["image"]) == 7  # one batched call
-
-
-def test_bootstrap_rows_keep_zero_reward_even_when_their_frame_scores_high():
-    _, out = _relabel([1, 0], [7.0, 9.0])
-    assert torch.allclose(out[Columns.REWARDS], torch.tensor([0.2, 0.0]))
-    assert out[ENV_REWARDS].tolist() == [7.0, 9.0]
 
 
 def _episode(rewards, group_seed, done):
