@@ -11,7 +11,7 @@ cosine ~0). Reported against the batch size b and the advantage estimator:
 Each (b, estimator) is the mean over `--splits` random draws of b episodes and halves. Only whole episodes are
 counted. Run it for policies of different chunk sizes (K) to compare decision horizons.
 
-    python experiments/bench_gradient_snr.py --policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model
+    python experiments/bench_gradient_snr.py --policy outputs/metaworld/drawer-open/pretrain/checkpoints/last/pretrained_model
 """
 
 from __future__ import annotations

@@ -93,6 +93,21 @@ def run_seed(out: Path, seed: int, config: Path, overrides: list[str], policy: P
     return time.perf_counter() - t0
 
 
+def finished_wall(out: Path) -> float | None:
+    """The recorded wall-clock (`time_s` of the last row) of a run in `out` that reached its configured iterations,
+    or None when there is no such finished run (then it is run again)."""
+    import yaml
+
+    metrics, config = out / "metrics.jsonl", out / "train_config.yaml"
+    if not (metrics.is_file() and config.is_file()):
+        return None
+    rows = read_metrics(metrics)
+    iterations = (yaml.safe_load(config.read_text()) or {}).get("iterations")
+    if not rows or rows[-1].get("iteration") != iterations or "eval/success_rate" not in rows[-1]:
+        return None
+    return float(rows[-1].get("time_s", 0.0))
+
+
 def check_overrides(ap: argparse.ArgumentParser, items: list[str]) -> None:
     """Refuse a --set item that is not KEY=VALUE before any run starts (exit 2, one line)."""
     bad = [item for item in items if "=" not in item or not item.partition("=")[0]]
@@ -135,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a train option over the config, e.g. --set temperature=0.5 (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_learning"), help="runs go to OUT/<arm>_s<seed>")
+    ap.add_argument("--reuse", action="store_true",
+                    help="summarise a run already finished in OUT/<arm>_s<seed> (same config assumed) instead of "
+                         "running it again: continues an interrupted benchmark; its wall is the run's own time_s")
     ap.add_argument("--window", type=int, default=5, help="iterations pooled for the first/last sampled success")
     ap.add_argument("--gain", type=float, default=0.20, help="greedy gain over the run's start a seed needs")
     ap.add_argument("--reach", type=float, default=0.90, help="...or the greedy success it may end at instead")
@@ -148,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                                                            ["shuffle_advantages=true"])):
         for seed in seeds:
             out = args.out / f"{arm}_s{seed}"
-            wall = run_seed(out, seed, args.config, args.set + extra, args.policy)
+            wall = finished_wall(out) if args.reuse else None
+            if wall is None:
+                wall = run_seed(out, seed, args.config, args.set + extra, args.policy)
             row = {**seed_summary(read_metrics(out / "metrics.jsonl"), args.reach, args.window),
                    "wall_s": round(wall, 1)}
             if arm == "credit":

@@ -16,7 +16,7 @@
               success was measured (--val_episodes, or experiments/validate_checkpoints.py) also the
               checkpoint it picks per seed and that checkpoint's success on the evaluation seeds.
 
-    python experiments/bench_rl.py throughput --policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model
+    python experiments/bench_rl.py throughput --policy outputs/metaworld/drawer-open/pretrain/checkpoints/last/pretrained_model
     python experiments/bench_rl.py chunking --env metaworld/drawer-open --chunk 5
     python experiments/bench_rl.py sync --policy ...
     python experiments/bench_rl.py memory --policy ...
@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("what", choices=["throughput", "chunking", "sync", "memory", "learning"])
     ap.add_argument("--env", default="metaworld/drawer-open", help="(chunking) the env")
     ap.add_argument("--chunk", type=int, default=5, help="(chunking) K of the chunked arms")
-    ap.add_argument("--policy", default="outputs/quickstart/pretrain/checkpoints/last/pretrained_model",
+    ap.add_argument("--policy", default="outputs/metaworld/drawer-open/pretrain/checkpoints/last/pretrained_model",
                     help="a pretrained_model directory (its training env is used)")
     ap.add_argument("--envs", type=int, default=8, help="envs per runner / in the bare loop")
     ap.add_argument("--steps", type=int, default=50, help="decisions per env per timing")

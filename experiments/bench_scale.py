@@ -6,7 +6,7 @@ Every configuration's algorithm is built once and kept; the timings then go roun
 `--repeats` times (alternated, so drift hits every configuration alike) and each ratio is the median of the
 per-round ratios to the bare loop timed in the same round, with its min and max.
 
-    python experiments/bench_scale.py --policy outputs/quickstart/pretrain/checkpoints/000750/pretrained_model
+    python experiments/bench_scale.py --policy outputs/metaworld/drawer-open/pretrain/checkpoints/000750/pretrained_model
 
 Rates are decisions (policy queries, one chunk each) per second of wall-clock, rendering included.
 """
@@ -127,7 +127,7 @@ def two_node(args, env_config) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", default="outputs/quickstart/pretrain/checkpoints/000750/pretrained_model",
+    ap.add_argument("--policy", default="outputs/metaworld/drawer-open/pretrain/checkpoints/000750/pretrained_model",
                     help="a pretrained_model directory (its training env and options are used)")
     ap.add_argument("--envs", type=int, nargs="+", default=[1, 4, 16], help="envs per runner (and in the bare loop)")
     ap.add_argument("--steps", type=int, default=16, help="decisions per env per timing")

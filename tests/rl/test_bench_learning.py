@@ -102,3 +102,22 @@ def test_reread_recovers_first_episode_success_from_pooled_logs():
     assert reread.first_episode_rates(rows, 4) == pytest.approx([0.5, 0.25])
     with pytest.raises(ValueError, match="does not cover the time limit"):
         reread.first_episode_rates([{"iteration": 1, "rollout/episodes": 3, "rollout/success_rate": 0.0}], 4)
+
+
+def test_reuse_takes_only_a_run_that_reached_its_iterations_and_final_evaluation(bench, tmp_path):
+    import json
+
+    def write(run, iterations, metric_rows):
+        run.mkdir()
+        (run / "train_config.yaml").write_text(f"iterations: {iterations}\n")
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metric_rows))
+
+    done = [{"iteration": 0, "time_s": 0.0, "eval/success_rate": 0.1},
+            {"iteration": 1, "time_s": 50.0}, {"iteration": 2, "time_s": 101.5, "eval/success_rate": 0.4}]
+    write(tmp_path / "done", 2, done)
+    write(tmp_path / "cut", 3, done)  # stopped before its configured 3 iterations
+    write(tmp_path / "no_eval", 2, done[:2] + [{"iteration": 2, "time_s": 99.0}])  # killed during the last evaluation
+    assert bench.finished_wall(tmp_path / "done") == 101.5
+    assert bench.finished_wall(tmp_path / "cut") is None
+    assert bench.finished_wall(tmp_path / "no_eval") is None
+    assert bench.finished_wall(tmp_path / "missing") is None

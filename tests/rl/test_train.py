@@ -330,11 +330,16 @@ def test_train_with_a_saved_reward_model_relabels_rewards(tiny_policy, tmp_path,
             "--reward_model", str(tmp_path / "rm"), "--eval_before", "true", "--eval_every", "0", "--eval_episodes", "2"]
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     zero, row = _rows(tmp_path / "run/metrics.jsonl")
     # --eval_before: the starting policy's greedy success is row 0 and the summary's "before".
     assert zero["iteration"] == 0 and zero["env_steps"] == 0 and "eval/success_rate" in zero and "eval/success_rate" in row
     assert summary["success_rate_before"] == zero["eval/success_rate"] and summary["success_rate"] == row["eval/success_rate"]
+    # ... and the sampled policy's (what PPO optimises) on the same seeds, printed beside the greedy line.
+    assert summary["sampled_success_rate_before"] == zero["eval/sampled_success_rate"]
+    assert summary["sampled_success_rate"] == row["eval/sampled_success_rate"]
+    assert "before RL" in captured.err and "sampled (temperature 1, what PPO optimises)" in captured.err
     assert np.isfinite(row["losses/value"]) and "rollout/env_return" in row
     # The reward-hacking monitor: learned and ground-truth rewards of the same rows, and their correlation.
     assert np.isfinite(row["reward/learned_mean"]) and np.isfinite(row["reward/gt_mean"]) and -1 <= row["reward/gt_corr"] <= 1

@@ -295,6 +295,7 @@ class TrainRun:
                         f"{ns}/sampled_success_ci_low": gen["success_rate_ci95"][0],
                         f"{ns}/sampled_success_ci_high": gen["success_rate_ci95"][1]})
             sampled = f", sampled {gen['success_rate']:.2f}"
+            result.update(sampled_success_rate=gen["success_rate"], sampled_success_rate_ci95=gen["success_rate_ci95"])
         self.bar.write(f"iteration {at}: greedy success {result['success_rate']:.2f} (95% CI "
                        f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f}){sampled}"
                        f"{' on the validation seeds' if validation else ''}")
@@ -404,6 +405,14 @@ class TrainRun:
                       f"{last_eval['success_rate']:.0%} after {self.iteration} iterations "
                       f"(95% CI {last_eval['success_rate_ci95'][0]:.0%}-{last_eval['success_rate_ci95'][1]:.0%})",
                       file=sys.stderr)
+                if "sampled_success_rate" in before and "sampled_success_rate" in last_eval:
+                    lo0, hi0 = before["sampled_success_rate_ci95"]
+                    lo1, hi1 = last_eval["sampled_success_rate_ci95"]
+                    print(f"sampled (temperature {cfg.temperature:g}, what PPO optimises) on the same seeds: "
+                          f"{before['sampled_success_rate']:.0%} before RL (95% CI {lo0:.0%}-{hi0:.0%}) -> "
+                          f"{last_eval['sampled_success_rate']:.0%} after (95% CI {lo1:.0%}-{hi1:.0%})", file=sys.stderr)
+                    summary.update({"sampled_success_rate_before": before["sampled_success_rate"],
+                                    "sampled_success_rate": last_eval["sampled_success_rate"]})
         if best is not None:
             summary["best"] = {**best, "checkpoint": str(self.root / "best" / "pretrained_model")}
             print(f"best on {cfg.val_episodes} validation seeds: iteration {best['iteration']} "
