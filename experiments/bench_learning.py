@@ -101,9 +101,13 @@ def finished_wall(out: Path) -> float | None:
     metrics, config = out / "metrics.jsonl", out / "train_config.yaml"
     if not (metrics.is_file() and config.is_file()):
         return None
-    rows = read_metrics(metrics)
+    try:
+        rows = read_metrics(metrics)
+    except json.JSONDecodeError:  # a run killed mid-write: run it again
+        return None
     iterations = (yaml.safe_load(config.read_text()) or {}).get("iterations")
-    if not rows or rows[-1].get("iteration") != iterations or "eval/success_rate" not in rows[-1]:
+    if not rows or rows[-1].get("iteration") != iterations or "eval/success_rate" not in rows[-1] \
+            or "eval/success_rate" not in rows[0]:
         return None
     return float(rows[-1].get("time_s", 0.0))
 
@@ -167,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             out = args.out / f"{arm}_s{seed}"
             wall = finished_wall(out) if args.reuse else None
-            if wall is None:
+            reused = wall is not None
+            if not reused:
                 wall = run_seed(out, seed, args.config, args.set + extra, args.policy)
             row = {**seed_summary(read_metrics(out / "metrics.jsonl"), args.reach, args.window),
-                   "wall_s": round(wall, 1)}
+                   "wall_s": round(wall, 1), "reused": reused}  # reused: wall is the run's time_s (no Ray start-up)
             if arm == "credit":
                 row["verdict"] = seed_verdict(row, args.gain, args.reach, args.sampled_gain, args.window)
             runs[f"{arm}_s{seed}"] = row

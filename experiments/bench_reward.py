@@ -12,7 +12,7 @@ or entropy for half of the smallest budget (PEBBLE's loop, two rounds); with --v
 frozen vision tower of a pretrained policy as the encoder (rows of --vla_task).
 
     python experiments/bench_reward.py --out docs/bench_reward.json \
-        --vla_policy outputs/metaworld/drawer-open/pretrain/checkpoints/last/pretrained_model
+        --vla_policy outputs/metaworld/drawer-open/pretrain/checkpoints/last/pretrained_model  # after --stop_after 0 (3000 steps)
 """
 
 from __future__ import annotations

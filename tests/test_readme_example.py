@@ -1,6 +1,6 @@
 """The README's Python example runs as written (issue 23: a doc that shows code has it run by a test, so the docs
 cannot drift from the API). It runs on a tiny randomly initialised policy saved where the example loads the
-quickstart's result, on the fast tabletop sanity env instead of drawer-open."""
+quickstart's result, on the fast tabletop sanity env instead of the quickstart's off-center."""
 
 from __future__ import annotations
 

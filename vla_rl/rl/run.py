@@ -397,8 +397,14 @@ class TrainRun:
         if before:
             summary.update({"success_rate_before": before["success_rate"],
                             "success_rate_before_ci95": before["success_rate_ci95"]})
+            if "sampled_success_rate" in before:
+                summary.update({"sampled_success_rate_before": before["sampled_success_rate"],
+                                "sampled_success_rate_before_ci95": before["sampled_success_rate_ci95"]})
         if last_eval:
             summary.update({"success_rate": last_eval["success_rate"], "success_rate_ci95": last_eval["success_rate_ci95"]})
+            if "sampled_success_rate" in last_eval:
+                summary.update({"sampled_success_rate": last_eval["sampled_success_rate"],
+                                "sampled_success_rate_ci95": last_eval["sampled_success_rate_ci95"]})
             if before:
                 print(f"greedy success on {cfg.eval_episodes} unseen seeds: {before['success_rate']:.0%} before RL "
                       f"(95% CI {before['success_rate_ci95'][0]:.0%}-{before['success_rate_ci95'][1]:.0%}) -> "
@@ -411,8 +417,6 @@ class TrainRun:
                     print(f"sampled (temperature {cfg.temperature:g}, what PPO optimises) on the same seeds: "
                           f"{before['sampled_success_rate']:.0%} before RL (95% CI {lo0:.0%}-{hi0:.0%}) -> "
                           f"{last_eval['sampled_success_rate']:.0%} after (95% CI {lo1:.0%}-{hi1:.0%})", file=sys.stderr)
-                    summary.update({"sampled_success_rate_before": before["sampled_success_rate"],
-                                    "sampled_success_rate": last_eval["sampled_success_rate"]})
         if best is not None:
             summary["best"] = {**best, "checkpoint": str(self.root / "best" / "pretrained_model")}
             print(f"best on {cfg.val_episodes} validation seeds: iteration {best['iteration']} "
