@@ -5,6 +5,8 @@ import json
 import pytest
 
 from vla_rl.run_summary import (
+    before_after_fields,
+    before_after_line,
     evaluations,
     gain_ratio,
     mean_interval,
@@ -84,3 +86,16 @@ def test_mean_interval_is_the_student_t_interval_over_seeds():
     # std 0.1, t(0.975, 2 dof) = 4.3027: half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
     assert mean_interval([0.5, 0.6, 0.7]) == pytest.approx([0.6 - 0.2484, 0.6 + 0.2484], abs=1e-4)
     assert mean_interval([0.6]) is None and mean_interval([0.3, 0.3]) == [0.3, 0.3]
+
+
+def test_before_after_fields_and_line_of_the_greedy_and_the_sampled_policy():
+    before = {"success_rate": 0.12, "success_rate_ci95": (0.06, 0.24), "sampled_success_rate": 0.16,
+              "sampled_success_rate_ci95": (0.08, 0.29)}
+    after = {"success_rate": 0.68, "success_rate_ci95": (0.54, 0.79)}  # evaluated without --eval_sampled
+    assert before_after_fields(before, after) == {
+        "success_rate_before": 0.12, "success_rate_before_ci95": (0.06, 0.24), "sampled_success_rate_before": 0.16,
+        "sampled_success_rate_before_ci95": (0.08, 0.29), "success_rate": 0.68, "success_rate_ci95": (0.54, 0.79)}
+    assert before_after_fields({}, {}) == {}
+    assert before_after_line(before, after, "success_rate", "greedy success on 50 unseen seeds",
+                             "after 10 iterations") == ("greedy success on 50 unseen seeds: 12% before RL "
+                                                        "(95% CI 6%-24%) -> 68% after 10 iterations (95% CI 54%-79%)")

@@ -127,3 +127,27 @@ def parse_run_spec(spec: str) -> tuple[str, Path]:
     """GROUP=DIR (or DIR: the group is the directory's name)."""
     group, _, run = spec.rpartition("=")
     return group or Path(run).name, Path(run)
+
+
+# The evaluated policies of a train run, by their key in an evaluation result: greedy, and sampled (--eval_sampled).
+EVALUATED_POLICIES = ("success_rate", "sampled_success_rate")
+
+
+def before_after_fields(before: dict, after: dict) -> dict:
+    """The train summary's `<key>_before[_ci95]` (the start's evaluation) and `<key>[_ci95]` (the last one) for each
+    evaluated policy the two results hold."""
+    out = {}
+    for key in EVALUATED_POLICIES:
+        if key in before:
+            out.update({f"{key}_before": before[key], f"{key}_before_ci95": before[f"{key}_ci95"]})
+    for key in EVALUATED_POLICIES:
+        if key in after:
+            out.update({key: after[key], f"{key}_ci95": after[f"{key}_ci95"]})
+    return out
+
+
+def before_after_line(before: dict, after: dict, key: str, head: str, after_words: str = "after") -> str:
+    """'HEAD: A% before RL (95% CI a%-b%) -> B% AFTER_WORDS (95% CI c%-d%)' for one evaluated policy."""
+    (lo0, hi0), (lo1, hi1) = before[f"{key}_ci95"], after[f"{key}_ci95"]
+    return (f"{head}: {before[key]:.0%} before RL (95% CI {lo0:.0%}-{hi0:.0%}) -> {after[key]:.0%} {after_words} "
+            f"(95% CI {lo1:.0%}-{hi1:.0%})")

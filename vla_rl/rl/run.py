@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from vla_rl.base.errors import CheckpointError
 from vla_rl.rl.resources import check_cluster_fits, resource_demand
+from vla_rl.run_summary import before_after_fields, before_after_line
 from vla_rl.train_config import TrainConfig
 
 CONFIG_FILE = "train_config.yaml"
@@ -394,29 +395,13 @@ class TrainRun:
         cfg, before, last_eval, best = self.cfg, self.before, self.last_eval, self.best
         summary = {"iteration": self.iteration, "iterations": cfg.iterations, "env_steps": self.env_steps,
                    "seconds": round(self.wall, 1), "checkpoint": str(self.root / "last" / "pretrained_model")}
-        if before:
-            summary.update({"success_rate_before": before["success_rate"],
-                            "success_rate_before_ci95": before["success_rate_ci95"]})
-            if "sampled_success_rate" in before:
-                summary.update({"sampled_success_rate_before": before["sampled_success_rate"],
-                                "sampled_success_rate_before_ci95": before["sampled_success_rate_ci95"]})
-        if last_eval:
-            summary.update({"success_rate": last_eval["success_rate"], "success_rate_ci95": last_eval["success_rate_ci95"]})
-            if "sampled_success_rate" in last_eval:
-                summary.update({"sampled_success_rate": last_eval["sampled_success_rate"],
-                                "sampled_success_rate_ci95": last_eval["sampled_success_rate_ci95"]})
-            if before:
-                print(f"greedy success on {cfg.eval_episodes} unseen seeds: {before['success_rate']:.0%} before RL "
-                      f"(95% CI {before['success_rate_ci95'][0]:.0%}-{before['success_rate_ci95'][1]:.0%}) -> "
-                      f"{last_eval['success_rate']:.0%} after {self.iteration} iterations "
-                      f"(95% CI {last_eval['success_rate_ci95'][0]:.0%}-{last_eval['success_rate_ci95'][1]:.0%})",
-                      file=sys.stderr)
-                if "sampled_success_rate" in before and "sampled_success_rate" in last_eval:
-                    lo0, hi0 = before["sampled_success_rate_ci95"]
-                    lo1, hi1 = last_eval["sampled_success_rate_ci95"]
-                    print(f"sampled (temperature {cfg.temperature:g}, what PPO optimises) on the same seeds: "
-                          f"{before['sampled_success_rate']:.0%} before RL (95% CI {lo0:.0%}-{hi0:.0%}) -> "
-                          f"{last_eval['sampled_success_rate']:.0%} after (95% CI {lo1:.0%}-{hi1:.0%})", file=sys.stderr)
+        summary.update(before_after_fields(before, last_eval))
+        if before and last_eval:
+            print(before_after_line(before, last_eval, "success_rate", f"greedy success on {cfg.eval_episodes} unseen "
+                                    "seeds", f"after {self.iteration} iterations"), file=sys.stderr)
+            if "sampled_success_rate" in before and "sampled_success_rate" in last_eval:
+                print(before_after_line(before, last_eval, "sampled_success_rate", f"sampled (temperature "
+                                        f"{cfg.temperature:g}, what PPO optimises) on the same seeds"), file=sys.stderr)
         if best is not None:
             summary["best"] = {**best, "checkpoint": str(self.root / "best" / "pretrained_model")}
             print(f"best on {cfg.val_episodes} validation seeds: iteration {best['iteration']} "
