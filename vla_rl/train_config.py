@@ -57,6 +57,12 @@ class TrainConfig:
     bootstrap_time_limit: bool = False
     # A reward-model directory written by `vla-rl reward train` (with --reward model).
     reward_model: str = ""
+    # Learned rewards (--reward model | preference) are the reward model's normalised per-frame score (mean 0, std 1
+    # over its training frames) times this, before GAE. 1 keeps them as scored; 1/horizon (0.025 for 40 decisions)
+    # puts them on the scale of the env's shaped reward (dense/horizon), whose returns the value head's init and
+    # vf_lr suit: at 1 the returns of 40 scored frames reach +-20 and the critic needs ~half a 10-iteration run to
+    # fit them (docs/learning.md section 13).
+    reward_scale: float = 1.0
     # Training iterations (each: sample, learn, sync weights).
     iterations: int = 50
     # Stop after this many env steps in total instead (0 = use iterations only).
@@ -232,6 +238,10 @@ class TrainConfig:
         check_choice("env_reward", self.env_reward, ("shaped", "sparse", "dense"))
         if self.reward == "model" and not self.reward_model:
             raise ConfigError("reward=model needs --reward_model DIR (a directory written by `vla-rl reward train`)")
+        check_range("reward_scale", self.reward_scale, 1e-6, 1e6)
+        if self.reward == "env" and self.reward_scale != 1.0:
+            raise ConfigError(f"reward_scale={self.reward_scale:g} scales learned rewards only; with reward=env choose "
+                              "the env's reward with --env_reward, or use --reward model|preference")
         for name, lo in (("iterations", 1), ("envs_per_runner", 1), ("rollout_length", 1), ("minibatch_size", 1),
                          ("epochs", 1), ("eval_episodes", 1), ("save_every", 1), ("lora_r", 1), ("lora_alpha", 1),
                          ("learner_threads", 1), ("cpus_per_runner", 1)):

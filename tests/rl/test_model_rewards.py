@@ -53,3 +53,22 @@ def test_scores_that_do_not_fit_an_episode_are_refused():
     e = _episode([0, 51, 102], [0.0, 0.0])
     with pytest.raises(ValueError, match="2 steps has 2 scored frames; expected 3"):
         write_model_rewards([e], [np.zeros(2, np.float32)])
+
+
+def test_reward_scale_multiplies_the_written_rewards_and_their_monitor():
+    episodes = [_episode([0, 51, 102, 255], [0.1, 0.2, 1.0])]
+    scores = score_frames(BrightnessModel(), episode_frames(episodes, "rollout"))
+    metrics = write_model_rewards(episodes, scores, scale=0.025)
+    np.testing.assert_allclose(episodes[0].get_rewards(), [0.005, 0.01, 0.025], atol=1e-7)
+    assert metrics["reward/learned_mean"] == pytest.approx(np.mean([0.005, 0.01, 0.025]), abs=1e-7)
+
+
+def test_a_reward_scale_without_a_learned_reward_or_out_of_range_is_refused():
+    from vla_rl.base.errors import ConfigError
+    from vla_rl.train_config import TrainConfig
+
+    TrainConfig(policy="p", reward="model", reward_model="rm", reward_scale=0.025).validate()
+    with pytest.raises(ConfigError, match=r"reward_scale=0.5 scales learned rewards only"):
+        TrainConfig(policy="p", reward_scale=0.5).validate()
+    with pytest.raises(ConfigError, match=r"reward_scale=0.0 is out of range"):
+        TrainConfig(policy="p", reward="model", reward_model="rm", reward_scale=0.0).validate()

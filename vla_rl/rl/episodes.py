@@ -32,10 +32,10 @@ def episode_frames(episodes, source: str) -> EpisodeFrames:
     return out
 
 
-def write_model_rewards(episodes, scores: list[np.ndarray]) -> dict[str, float]:
-    """Each action's reward becomes the reward model's score of the frame it led to (observation t + 1), written onto
-    the episodes before the learner sees them; `scores` are `reward_models.scoring.score_frames` of the same episodes
-    (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean learned reward,
+def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0) -> dict[str, float]:
+    """Each action's reward becomes `scale` × the reward model's score of the frame it led to (observation t + 1),
+    written onto the episodes before the learner sees them; `scores` are `reward_models.scoring.score_frames` of the
+    same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean learned reward,
     the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`, `reward/gt_mean`,
     `reward/gt_corr`)."""
     learned, env = [], []
@@ -44,7 +44,7 @@ def write_model_rewards(episodes, scores: list[np.ndarray]) -> dict[str, float]:
         if len(s) != n + 1:
             raise ValueError(f"an episode chunk of {n} steps has {len(s)} scored frames; expected {n + 1}")
         env.append(np.array(e.get_rewards(), dtype=np.float64, copy=True))  # a copy: get_rewards may be a view
-        new = np.asarray(s[1:], dtype=np.float32)
+        new = (np.asarray(s[1:], dtype=np.float64) * scale).astype(np.float32)
         if n:
             data = e.rewards.data  # a runner's episodes arrive unpickled with read-only arrays
             if isinstance(data, np.ndarray) and not data.flags.writeable:

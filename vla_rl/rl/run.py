@@ -215,6 +215,7 @@ class TrainRun:
 
         cfg = self.cfg
         self.algo = algo = build_config(cfg, self.env_config, str(Path(cfg.policy).resolve())).build_algo()
+        algo.reward_scale = cfg.reward_scale
         if self.ckpt is not None:
             state = self.saved_state
             algo.restore_from_path(str((self.ckpt / "rllib").resolve()))

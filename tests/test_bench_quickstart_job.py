@@ -1,0 +1,36 @@
+"""The whole-job timing benchmark (experiments/bench_quickstart_job.py) runs the README's command 1: the same verbs
+and configs in the same order, only the output paths redirected — so the time it reports is the README job's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_quickstart_job", ROOT / "experiments" / "bench_quickstart_job.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_timed_steps_are_the_readme_main_job(tmp_path):
+    bench = load_bench()
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if "vla-rl collect" in ln and "&&" in ln)
+    readme = [c.strip().split() for c in line.split("&&") if c.strip().startswith("vla-rl")]
+    steps = bench.steps(tmp_path, ROOT / "experiments" / "train" / "quickstart.yaml")
+    assert [name for name, _ in steps] == [argv[1] for argv in readme] == ["collect", "pretrain", "train", "eval"]
+    for (name, argv), words in zip(steps, readme, strict=True):
+        verb_args = argv[argv.index(name) + 1:]
+        readme_args = dict(zip(words[2::2], words[3::2], strict=True))
+        timed = dict(zip(verb_args[::2], verb_args[1::2], strict=True))
+        for key, value in readme_args.items():  # every README option is passed; the configs are the same files
+            assert key in timed, (name, key)
+            if key == "--config_path":
+                assert Path(timed[key]).resolve() == (ROOT / value).resolve()
+            elif key not in ("--out", "--policy"):
+                assert timed[key] == value, (name, key)
+        outputs = [v for k, v in timed.items() if k in ("--out", "--policy", "--demos")]
+        assert all(str(tmp_path) in v for v in outputs), (name, outputs)  # nothing written under outputs/quickstart
