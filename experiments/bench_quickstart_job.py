@@ -1,7 +1,7 @@
 """Wall-clock of the README's main job (command 1 without the install), step by step, into a scratch directory.
 
-Runs exactly the README's four commands — `vla-rl collect`, `pretrain`, `train`, `eval` with the quickstart configs —
-with only `--out` (and the paths that follow from it) redirected, so nothing under `outputs/quickstart` is touched.
+Runs exactly the README's four commands — `vla-rl collect`, `pretrain`, `train`, `eval` with the quickstart
+configs — with only `--out` (and the paths that follow from it) redirected, so nothing under `outputs/quickstart` is touched.
 Prints JSON: each step's seconds, the total in minutes, and the train step's before/after lines (greedy and sampled).
 Run it alone on the machine: a second torch job on 2 cores slows both ~2x.
 
@@ -27,7 +27,8 @@ def steps(out: Path, train_config: Path) -> list[tuple[str, list[str]]]:
     """The README's command 1, one argv per step, redirected into `out`."""
     vla = [sys.executable, "-m", "vla_rl.cli"]
     return [
-        ("collect", vla + ["collect", "--config_path", str(EXPERIMENTS / "quickstart.yaml"), "--out", str(out / "demos")]),
+        ("collect", vla + ["collect", "--config_path", str(EXPERIMENTS / "quickstart.yaml"),
+                           "--out", str(out / "demos")]),
         ("pretrain", vla + ["pretrain", "--config_path", str(EXPERIMENTS / "pretrain" / "quickstart.yaml"),
                             "--demos", f"[{out / 'demos'}]", "--out", str(out / "pretrain")]),
         ("train", vla + ["train", "--config_path", str(train_config),
@@ -39,6 +40,8 @@ def steps(out: Path, train_config: Path) -> list[tuple[str, list[str]]]:
 
 
 def main() -> None:
+    import torch
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="scratch directory (created; must not exist)")
     ap.add_argument("--train_config", type=Path, default=EXPERIMENTS / "train" / "quickstart.yaml",
@@ -63,7 +66,7 @@ def main() -> None:
         "total_min": round(sum(seconds.values()) / 60, 2), "train_printed": printed,
         "final_eval_success_rate": eval_json.get("success_rate"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": __import__("torch").__version__},
+                    "torch": torch.__version__},
     }, indent=1))
 
 

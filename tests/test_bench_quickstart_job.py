@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_quickstart_job", ROOT / "experiments" / "bench_quickstart_job.py")
+    path = ROOT / "experiments" / "bench_quickstart_job.py"
+    spec = importlib.util.spec_from_file_location("bench_quickstart_job", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

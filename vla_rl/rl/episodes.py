@@ -35,9 +35,9 @@ def episode_frames(episodes, source: str) -> EpisodeFrames:
 def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0) -> dict[str, float]:
     """Each action's reward becomes `scale` × the reward model's score of the frame it led to (observation t + 1),
     written onto the episodes before the learner sees them; `scores` are `reward_models.scoring.score_frames` of the
-    same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean learned reward,
-    the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`, `reward/gt_mean`,
-    `reward/gt_corr`)."""
+    same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean
+    learned reward, the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`,
+    `reward/gt_mean`, `reward/gt_corr`)."""
     learned, env = [], []
     for e, s in zip(episodes, scores, strict=True):
         n = len(e)
