@@ -29,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vla_rl.base.errors import CheckpointError
+from vla_rl.rl.metrics_rows import flatten_result, round_row, truncate_metrics
 from vla_rl.rl.resources import check_cluster_fits, resource_demand
 from vla_rl.run_summary import before_after_fields, before_after_line
 from vla_rl.train_config import TrainConfig
@@ -40,48 +41,6 @@ RESUMABLE_CHANGES = ("resume", "stop_after", "iterations", "env_steps", "eval_ev
                      # where things run, not what they compute
                      "cpus_per_runner", "gpus_per_runner", "runner_resources", "cpus_per_learner", "gpus_per_learner",
                      "sample_timeout_s", "max_runner_restarts", "runner_restore_timeout_s")
-
-
-def flatten_result(result: dict) -> dict[str, float]:
-    """The metrics of one `algo.train()` result under the namespaces of docs/training.md."""
-    row: dict[str, float] = {}
-    for key, value in (result.get("vla") or {}).items():
-        row[key] = float(value)
-    learner = (result.get("learners") or {}).get("default_policy", {})
-    for key, value in learner.items():
-        if "/" in key:
-            row[key] = float(value)
-    skipped = (result.get("learners") or {}).get("losses/skipped_steps")
-    if skipped is None:
-        skipped = (result.get("learners") or {}).get("__all_modules__", {}).get("losses/skipped_steps")
-    if skipped is not None:
-        row["losses/skipped_steps"] = float(skipped)
-    return row
-
-
-def round_row(row: dict) -> dict:
-    """6 decimals; a metric with no value this iteration (NaN: e.g. no episode finished) is left out, so every
-    row is strict JSON."""
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
-            if not (isinstance(v, float) and not math.isfinite(v))}
-
-
-def truncate_metrics(path: Path, iteration: int) -> None:
-    """Resuming from checkpoint N: the rows the interrupted run wrote after N are redone, so they go."""
-    if not path.is_file():
-        return
-    from vla_rl.base.atomic_io import atomic_write_text
-
-    def keep(line: str) -> bool:
-        try:
-            return json.loads(line).get("iteration", 0) <= iteration
-        except json.JSONDecodeError:  # a row cut by the kill
-            return False
-
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and keep(line)]
-    if len(kept) != len(lines):
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def sync_fraction(module) -> tuple[int, int]:
