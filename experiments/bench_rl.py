@@ -47,7 +47,7 @@ def machine() -> dict:
 def _env_config(policy, reward="shaped", seed=0) -> dict:
     return {"env_id": policy.spec.train_env, "env_options": dict(policy.spec.train_env_options or {}),
             "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
-            "reward": reward, "seed": seed}
+            "reward": reward, "seed": seed, "bootstrap_time_limit": False, "privileged_obs": False}
 
 
 def _train_config(args):
@@ -89,7 +89,8 @@ def chunking(args) -> dict:
     policies = {c: build_policy(at, state_dim=spec.state_dim, image_size=(64, 64), family="llava", preset="small",
                                 chunk_size=c, seed=0).eval() for c in {1, args.chunk}}
     configs = {name: {"env_id": args.env, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                      "chunk_size": c, "reward": "shaped", "seed": 0, "render_inner_steps": every}
+                      "chunk_size": c, "reward": "shaped", "seed": 0, "render_inner_steps": every,
+                      "bootstrap_time_limit": False, "privileged_obs": False}
                for name, (c, every) in arms.items()}
     for name, (c, _) in arms.items():  # warm-up
         bare_loop(policies[c], configs[name], 2, args.envs)

@@ -29,12 +29,14 @@ def build_algo(policy_dir: Path, **options):
     """VLAPPO for the tiny policy on ENV, built in-process (Ray must be initialised): SMALL options + `options`."""
     from vla_rl.policy import VLAPolicy
     from vla_rl.rl.algorithm import build_config
+    from vla_rl.rl.env import RLEnvSettings
     from vla_rl.train_config import TrainConfig
 
     cfg = TrainConfig(policy=str(policy_dir), **{**SMALL, **options})
-    env_config = {"env_id": ENV, "env_options": {"image_size": 64}, "chunk_size": 1, "reward": "shaped", "seed": 0,
-                  "action_tokenizer": VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict(),
-                  "privileged_obs": cfg.critic == "privileged"}
+    env_config = RLEnvSettings(
+        env_id=ENV, env_options={"image_size": 64}, chunk_size=1, reward="shaped", seed=0,
+        action_tokenizer=VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict(), bootstrap_time_limit=False,
+        privileged_obs=cfg.critic == "privileged").as_dict()
     return build_config(cfg, env_config, str(policy_dir)).build_algo()
 
 

@@ -13,8 +13,10 @@ from vla_rl.policy import ActionTokenizer
 from vla_rl.rl.env import (
     FIRST_EPISODE,
     GROUP_SEED,
+    RLEnvSettings,
     RLRewardWrapper,
     build_rl_env,
+    make_rl_env,
     mark_first_episodes,
     queue_group_seeds,
     seed_states,
@@ -240,3 +242,19 @@ def test_episode_stats_counts_each_envs_first_episode_not_the_quick_second_ones(
     assert s["first_episodes_cut"] == 0.0 and s["length"] == (10 + 10 + 3 + 3) / 4 and s["env_steps"] == 37.0
     cut = episode_stats([_episode(True, None, 6, done=False), _episode(True, 2, 2)])
     assert (cut["episodes"], cut["success_rate"], cut["first_episodes_cut"]) == (1.0, 1.0, 1.0)
+
+
+def test_make_rl_env_reads_typed_settings_and_refuses_missing_or_unknown_keys():
+    tok = ActionTokenizer((-1.0,) * 2, (1.0,) * 2, 256, 10)
+    settings = RLEnvSettings(env_id="tabletop/touch-color", env_options={"image_size": 32},
+                             action_tokenizer=tok.to_dict(), chunk_size=2, reward="sparse", seed=3,
+                             bootstrap_time_limit=False, privileged_obs=True)
+    env = make_rl_env(settings.as_dict())
+    assert RLEnvSettings.of(settings.as_dict()) == settings
+    assert env.action_space.nvec.tolist() == [256] * 4  # K=2 chunks of the 2-D action
+    assert "privileged" in env.observation_space.spaces
+    missing = {k: v for k, v in settings.as_dict().items() if k != "bootstrap_time_limit"}
+    with pytest.raises(ValueError, match=r"missing keys \['bootstrap_time_limit'\]"):
+        make_rl_env(missing)
+    with pytest.raises(ValueError, match=r"unknown keys \['rewards'\]"):
+        make_rl_env({**settings.as_dict(), "rewards": "dense"})

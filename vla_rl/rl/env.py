@@ -38,7 +38,10 @@ exactly where each env's sequence of seeds stands (`seed_state` / `set_seed_stat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -190,21 +193,50 @@ def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, r
     return PrivilegedObservation(env) if privileged_obs else env
 
 
-def make_rl_env(env_config: dict[str, Any]) -> gym.Env:
-    """RLlib env creator. `env_config`: env_id, env_options (dict), action_tokenizer (its dict),
-    chunk_size, reward, seed, bootstrap_time_limit, render_inner_steps (benchmarks only; default False: only the frame a
-    decision sees is rendered), privileged_obs (add the simulator's state for the asymmetric critic); RLlib adds `worker_index` (an EnvContext attribute)."""
+@dataclass(frozen=True)
+class RLEnvSettings:
+    """What RLlib's `env_config` holds for `make_rl_env`, typed: built once per run from `TrainConfig`
+    (`vla_rl.rl.run`), pickled to every env runner. Like `ModuleSettings`, no field repeats a TrainConfig default;
+    only the benchmark-only `render_inner_steps` has one here."""
+
+    env_id: str
+    env_options: dict[str, Any]  # EnvOptions as a dict
+    action_tokenizer: dict[str, Any]  # the policy's ActionTokenizer.to_dict()
+    chunk_size: int  # K env steps per decision
+    reward: str  # one of REWARDS
+    seed: int  # the run's seed; each env draws its own stream from it (env_seed)
+    bootstrap_time_limit: bool  # see the module docstring
+    privileged_obs: bool  # add the simulator's state for the asymmetric critic
+    render_inner_steps: bool = False  # benchmarks only: render every inner step of a chunk too
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, env_config: Mapping[str, Any]) -> RLEnvSettings:
+        """The settings in an env_config; a missing or unknown key is a bug in whoever built it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        data = dict(env_config)  # RLlib's EnvContext is a dict; its worker_index is an attribute, not a key
+        unknown, missing = sorted(set(data) - names), [n for n in required if n not in data]
+        if unknown or missing:
+            raise ValueError(f"env_config: unknown keys {unknown}, missing keys {missing} "
+                             "(build it with RLEnvSettings(...).as_dict())")
+        return cls(**data)
+
+
+def make_rl_env(env_config: Mapping[str, Any]) -> gym.Env:
+    """RLlib env creator: `env_config` is `RLEnvSettings(...).as_dict()`; RLlib adds `worker_index` (an EnvContext
+    attribute), which seeds each runner's envs apart."""
     from vla_rl.policy import ActionTokenizer
 
-    t = dict(env_config["action_tokenizer"])
+    s = RLEnvSettings.of(env_config)
+    t = s.action_tokenizer
     tokenizer = ActionTokenizer(tuple(t["low"]), tuple(t["high"]), int(t["n_bins"]), int(t["token_offset"]))
     worker = int(getattr(env_config, "worker_index", 0) or 0)
-    return build_rl_env(env_config["env_id"], EnvOptions(**env_config.get("env_options", {})), tokenizer,
-                        int(env_config["chunk_size"]), env_config.get("reward", "shaped"),
-                        env_seed(int(env_config.get("seed", 0)), worker, next(_created)),
-                        bool(env_config.get("bootstrap_time_limit", False)),
-                        bool(env_config.get("render_inner_steps", False)),
-                        bool(env_config.get("privileged_obs", False)))
+    return build_rl_env(s.env_id, EnvOptions(**s.env_options), tokenizer, s.chunk_size, s.reward,
+                        env_seed(s.seed, worker, next(_created)), s.bootstrap_time_limit, s.render_inner_steps,
+                        s.privileged_obs)
 
 
 def sub_envs(vector_env) -> list[gym.Env]:

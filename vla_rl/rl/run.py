@@ -126,10 +126,13 @@ class TrainRun:
                 from reward_models.online import PreferenceLoop
 
                 self.pref_state, self.init_model = PreferenceLoop.load_state(self.ckpt / "preference")
-        self.env_config = {"env_id": self.env_id, "env_options": dataclasses.asdict(self.options),
-                           "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
-                           "reward": cfg.env_reward, "seed": cfg.seed, "bootstrap_time_limit": cfg.bootstrap_time_limit,
-                           "privileged_obs": cfg.critic == "privileged"}
+        from vla_rl.rl.env import RLEnvSettings
+
+        self.env_config = RLEnvSettings(
+            env_id=self.env_id, env_options=dataclasses.asdict(self.options),
+            action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size, reward=cfg.env_reward,
+            seed=cfg.seed, bootstrap_time_limit=cfg.bootstrap_time_limit,
+            privileged_obs=cfg.critic == "privileged").as_dict()
 
     def start(self) -> None:
         """Ray up (local, sized for the run, or the given cluster), the cluster checked; then the run directory is
