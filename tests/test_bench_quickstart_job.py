@@ -17,10 +17,31 @@ def load_bench():
     return module
 
 
+def readme_main_job() -> list[str]:
+    """The steps of the README's command 1: the lines after its `# 1.` comment up to `# 2.`, joined at their
+    ` \\` continuations into one command line, split at `&&`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("# 1. install"))
+    end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("# 2."))
+    body = lines[start + 1:end]
+    assert all(ln.rstrip().endswith("\\") for ln in body[:-1]), "command 1 is one command: each line but the last ends \\"
+    command = " ".join(ln.rstrip().removesuffix("\\").strip() for ln in body)
+    return [step.strip() for step in command.split("&&")]
+
+
+def test_the_readme_main_job_installs_then_runs_the_four_verbs():
+    assert readme_main_job() == [
+        "apt-get update", "apt-get install -y libosmesa6 libegl1", "pip install torch==2.13.0", 'pip install -e ".[dev]"',
+        "vla-rl collect --config_path experiments/quickstart.yaml",
+        "vla-rl pretrain --config_path experiments/pretrain/quickstart.yaml",
+        "vla-rl train --config_path experiments/train/quickstart.yaml",
+        "vla-rl eval --policy outputs/quickstart/train/checkpoints/last/pretrained_model --episodes 50 --greedy false "
+        "--temperature 0.5 --out outputs/quickstart/eval"]
+
+
 def test_the_timed_steps_are_the_readme_main_job(tmp_path):
     bench = load_bench()
-    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if "vla-rl collect" in ln and "&&" in ln)
-    readme = [c.strip().split() for c in line.split("&&") if c.strip().startswith("vla-rl")]
+    readme = [c.split() for c in readme_main_job() if c.startswith("vla-rl")]
     steps = bench.steps(tmp_path, ROOT / "experiments" / "train" / "quickstart.yaml")
     assert [name for name, _ in steps] == [argv[1] for argv in readme] == ["collect", "pretrain", "train", "eval"]
     for (name, argv), words in zip(steps, readme, strict=True):
