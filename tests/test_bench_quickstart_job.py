@@ -24,14 +24,16 @@ def readme_main_job() -> list[str]:
     start = next(i for i, ln in enumerate(lines) if ln.startswith("# 1. install"))
     end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("# 2."))
     body = lines[start + 1:end]
-    assert all(ln.rstrip().endswith("\\") for ln in body[:-1]), "command 1 is one command: each line but the last ends \\"
+    continued = [ln.rstrip().endswith("\\") for ln in body]
+    assert all(continued[:-1]) and not continued[-1], "command 1 is one command: each line but the last ends in \\"
     command = " ".join(ln.rstrip().removesuffix("\\").strip() for ln in body)
     return [step.strip() for step in command.split("&&")]
 
 
 def test_the_readme_main_job_installs_then_runs_the_four_verbs():
     assert readme_main_job() == [
-        "apt-get update", "apt-get install -y libosmesa6 libegl1", "pip install torch==2.13.0", 'pip install -e ".[dev]"',
+        "apt-get update", "apt-get install -y libosmesa6 libegl1",
+        "pip install torch==2.13.0", 'pip install -e ".[dev]"',
         "vla-rl collect --config_path experiments/quickstart.yaml",
         "vla-rl pretrain --config_path experiments/pretrain/quickstart.yaml",
         "vla-rl train --config_path experiments/train/quickstart.yaml",

@@ -1,4 +1,4 @@
-"""vla_rl/quiet.py drops exactly the two known framework messages, emitted here by the libraries themselves."""
+"""vla_rl/base/quiet.py drops exactly the two known framework messages, emitted here by the libraries themselves."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleConfig
 from ray.util.debug import reset_log_once
 from transformers import PreTrainedModel
 
-from vla_rl.quiet import (
+from vla_rl.base.quiet import (
     GRADIENT_CHECKPOINTING_DEPRECATION,
     RAY_DEPRECATION_LOGGER,
     RLMODULE_CONFIG_DEPRECATION,

@@ -28,8 +28,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
+from vla_rl.base.quiet import silence_framework_noise
 from vla_rl.policy.vla_policy import PolicyError
-from vla_rl.quiet import silence_framework_noise
 from vla_rl.rl.module_settings import ModuleSettings
 
 TOKEN_LOGP = "token_logp"  # (B, K·D) log-prob of each sampled token (train forward)
@@ -83,7 +83,7 @@ def cast_frozen_base(policy, dtype: str) -> None:
 
 class VLARLModule(TorchRLModule, ValueFunctionAPI):
     def setup(self):
-        silence_framework_noise()  # again, in case something reset the warning filters (vla_rl/quiet.py)
+        silence_framework_noise()  # again, in case something reset the warning filters (vla_rl/base/quiet.py)
         settings = ModuleSettings.of(self.model_config)
         self.policy = build_policy_from_config(settings)
         self.temperature = settings.temperature
