@@ -63,6 +63,12 @@ class TrainConfig:
     # vf_lr suit: at 1 the returns of 40 scored frames reach +-20 and the critic needs ~half a 10-iteration run to
     # fit them (docs/learning.md section 13).
     reward_scale: float = 1.0
+    # What a learned reward pays each action for: "score" = the reward model's score of the frame it led to (RL-VLM-F,
+    # PEBBLE); "delta" = gamma * score(next frame) - score(frame), potential-based shaping (Ng et al. 1999) of a zero
+    # reward: an episode's return is then its last frame's score minus its first's, so the policy is paid for where it
+    # ends up, not for the frames it passes, and the critic predicts the end instead of a sum over the time left
+    # (docs/learning.md section 14).
+    learned_reward: str = "score"
     # Training iterations (each: sample, learn, sync weights).
     iterations: int = 50
     # Stop after this many env steps in total instead (0 = use iterations only).
@@ -242,6 +248,10 @@ class TrainConfig:
         if self.reward == "env" and self.reward_scale != 1.0:
             raise ConfigError(f"reward_scale={self.reward_scale:g} scales learned rewards only; with reward=env choose "
                               "the env's reward with --env_reward, or use --reward model|preference")
+        check_choice("learned_reward", self.learned_reward, ("score", "delta"))
+        if self.reward == "env" and self.learned_reward != "score":
+            raise ConfigError(f"learned_reward={self.learned_reward!r} shapes learned rewards only; with reward=env use "
+                              "--reward model|preference, or drop --learned_reward")
         for name, lo in (("iterations", 1), ("envs_per_runner", 1), ("rollout_length", 1), ("minibatch_size", 1),
                          ("epochs", 1), ("eval_episodes", 1), ("save_every", 1), ("lora_r", 1), ("lora_alpha", 1),
                          ("learner_threads", 1), ("cpus_per_runner", 1)):

@@ -7,7 +7,9 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from envs.instruction import encode_instruction
 from reward_models.scoring import score_frames, spearman_vs_progress
+from vla_rl.base.errors import ConfigError
 from vla_rl.rl.episodes import episode_frames, write_model_rewards
+from vla_rl.train_config import TrainConfig
 
 
 class BrightnessModel:
@@ -64,11 +66,31 @@ def test_reward_scale_multiplies_the_written_rewards_and_their_monitor():
 
 
 def test_a_reward_scale_without_a_learned_reward_or_out_of_range_is_refused():
-    from vla_rl.base.errors import ConfigError
-    from vla_rl.train_config import TrainConfig
-
     TrainConfig(policy="p", reward="model", reward_model="rm", reward_scale=0.025).validate()
     with pytest.raises(ConfigError, match=r"reward_scale=0.5 scales learned rewards only"):
         TrainConfig(policy="p", reward_scale=0.5).validate()
     with pytest.raises(ConfigError, match=r"reward_scale=0.0 is out of range"):
         TrainConfig(policy="p", reward="model", reward_model="rm", reward_scale=0.0).validate()
+
+
+def test_delta_rewards_pay_the_discounted_change_of_the_score_and_sum_to_the_end_minus_the_start():
+    episodes = [_episode([0, 51, 102, 255], [0.1, 0.2, 1.0]), _episode([153, 204], [0.5], t_started=7)]
+    scores = score_frames(BrightnessModel(), episode_frames(episodes, "rollout"))
+    write_model_rewards(episodes, scores, scale=2.0, form="delta", gamma=0.9)
+    s = np.array([0, 51, 102, 255]) / 255
+    np.testing.assert_allclose(episodes[0].get_rewards(), 2.0 * (0.9 * s[1:] - s[:-1]), atol=1e-6)
+    np.testing.assert_allclose(episodes[1].get_rewards(), [2.0 * (0.9 * 0.8 - 0.6)], atol=1e-6)
+    # With gamma 1 the return telescopes: the last frame's score minus the first's, whatever the frames between.
+    e = _episode([10, 240, 0, 90], [0.0, 0.0, 0.0])
+    write_model_rewards([e], score_frames(BrightnessModel(), episode_frames([e], "r")), form="delta")
+    assert float(np.sum(e.get_rewards())) == pytest.approx((90 - 10) / 255, abs=1e-6)
+
+
+def test_a_delta_learned_reward_with_the_env_reward_or_an_unknown_form_is_refused():
+    TrainConfig(policy="p", reward="model", reward_model="rm", learned_reward="delta").validate()
+    with pytest.raises(ConfigError, match=r"learned_reward='delta' shapes learned rewards only"):
+        TrainConfig(policy="p", learned_reward="delta").validate()
+    with pytest.raises(ConfigError, match=r"learned_reward"):
+        TrainConfig(policy="p", reward="model", reward_model="rm", learned_reward="levels").validate()
+    with pytest.raises(ValueError, match="learned reward form 'levels'"):
+        write_model_rewards([_episode([0, 9], [0.0])], [np.zeros(2)], form="levels")

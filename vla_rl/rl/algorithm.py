@@ -106,6 +106,8 @@ class VLAPPO(PPO):
     preference = None  # the online preference loop (reward_models.online.PreferenceLoop), when attached
     reward_model = None  # a frozen reward model (--reward model), when set
     reward_scale = 1.0  # learned rewards are the model's normalised score times this (TrainConfig.reward_scale)
+    learned_reward = "score"  # ... paid as the score of the next frame or its gamma-discounted change (TrainConfig)
+    reward_gamma = 1.0  # the gamma of "delta" (TrainConfig.gamma)
 
     def attach_preference(self, loop) -> None:
         self.preference = loop
@@ -234,7 +236,7 @@ class VLAPPO(PPO):
 
         t0 = time.perf_counter()
         scores = score_frames(model, frames)
-        metrics = write_model_rewards(episodes, scores, self.reward_scale)
+        metrics = write_model_rewards(episodes, scores, self.reward_scale, self.learned_reward, self.reward_gamma)
         if self.preference is not None:
             metrics["reward_model/spearman_vs_progress"] = spearman_vs_progress(scores, frames)
         metrics[f"{PERF}/time_reward_score"] = time.perf_counter() - t0

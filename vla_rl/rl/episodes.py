@@ -32,10 +32,26 @@ def episode_frames(episodes, source: str) -> EpisodeFrames:
     return out
 
 
-def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0) -> dict[str, float]:
-    """Each action's reward becomes `scale` × the reward model's score of the frame it led to (observation t + 1),
-    written onto the episodes before the learner sees them; `scores` are `reward_models.scoring.score_frames` of the
-    same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean
+def learned_rewards(scores: np.ndarray, scale: float = 1.0, form: str = "score", gamma: float = 1.0) -> np.ndarray:
+    """The rewards of a chunk's len(scores) - 1 actions from the scores of its frames (observations 0..n):
+    "score" pays action t the score of the frame it led to, s[t + 1]; "delta" pays gamma * s[t + 1] - s[t]
+    (potential-based shaping of a zero reward, Ng et al. 1999: the discounted return from t is
+    gamma^(T - t) s[T] - s[t], where the episode ends, not a sum over the frames on the way). Times `scale`."""
+    s = np.asarray(scores, dtype=np.float64)
+    if form == "score":
+        r = s[1:]
+    elif form == "delta":
+        r = gamma * s[1:] - s[:-1]
+    else:
+        raise ValueError(f"learned reward form {form!r}: choose 'score' or 'delta'")
+    return (r * scale).astype(np.float32)
+
+
+def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0, form: str = "score",
+                        gamma: float = 1.0) -> dict[str, float]:
+    """Each action's reward becomes its `learned_rewards` (by default `scale` × the reward model's score of the frame
+    it led to, observation t + 1), written onto the episodes before the learner sees them; `scores` are
+    `reward_models.scoring.score_frames` of the same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean
     learned reward, the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`,
     `reward/gt_mean`, `reward/gt_corr`)."""
     learned, env = [], []
@@ -44,7 +60,7 @@ def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0) 
         if len(s) != n + 1:
             raise ValueError(f"an episode chunk of {n} steps has {len(s)} scored frames; expected {n + 1}")
         env.append(np.array(e.get_rewards(), dtype=np.float64, copy=True))  # a copy: get_rewards may be a view
-        new = (np.asarray(s[1:], dtype=np.float64) * scale).astype(np.float32)
+        new = learned_rewards(s, scale, form, gamma)
         if n:
             data = e.rewards.data  # a runner's episodes arrive unpickled with read-only arrays
             if isinstance(data, np.ndarray) and not data.flags.writeable:

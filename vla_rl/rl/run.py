@@ -177,7 +177,7 @@ class TrainRun:
 
         cfg = self.cfg
         self.algo = algo = build_config(cfg, self.env_config, str(Path(cfg.policy).resolve())).build_algo()
-        algo.reward_scale = cfg.reward_scale
+        algo.reward_scale, algo.learned_reward, algo.reward_gamma = cfg.reward_scale, cfg.learned_reward, cfg.gamma
         if self.ckpt is not None:
             state = self.saved_state
             algo.restore_from_path(str((self.ckpt / "rllib").resolve()))
