@@ -84,3 +84,32 @@ def test_transformers_gradient_checkpointing_warning_is_dropped_and_other_warnin
         assert [(w.category, str(w.message)) for w in caught] == [
             (DeprecationWarning, "`is_gradient_checkpointing` is deprecated"),
             (FutureWarning, "some other future change")]
+
+
+def test_rllib_new_api_stack_notice_is_dropped_and_other_config_records_pass():
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.util.debug import reset_log_once
+
+    from vla_rl.base.quiet import NEW_API_STACK_NOTICE, RLLIB_CONFIG_LOGGER
+
+    logger = logging.getLogger(RLLIB_CONFIG_LOGGER)
+    handler, level, filters = _Records(), logger.level, list(logger.filters)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        for f in filters:  # start from ray's own behaviour
+            logger.removeFilter(f)
+        reset_log_once("PPO_on_new_api_stack")
+        PPOConfig().validate()
+        assert any(NEW_API_STACK_NOTICE in m for m in handler.messages), handler.messages  # the exact text ray logs
+        handler.messages.clear()
+        silence_framework_noise()
+        reset_log_once("PPO_on_new_api_stack")
+        PPOConfig().validate()
+        logger.warning("another config warning")
+        assert handler.messages == ["another config warning"], handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        for f in filters:
+            logger.addFilter(f)

@@ -1,4 +1,4 @@
-"""Silence two framework messages that a normal run would otherwise print in the driver and in every Ray actor.
+"""Silence three framework messages that a normal run would otherwise print in the driver and in every Ray actor.
 
 Both come from inside the installed libraries, not from how vla-rl calls them, and neither can be avoided by calling
 the libraries differently:
@@ -11,12 +11,15 @@ the libraries differently:
 - transformers 5, `transformers/modeling_utils.py` (`PreTrainedModel.is_gradient_checkpointing`): a `FutureWarning`
   "`is_gradient_checkpointing` is deprecated and will be removed in v6. ..." raised when peft's `PeftModel.__init__`
   reads that property, i.e. whenever LoRA is attached.
+- ray 2.60, `ray/rllib/algorithms/algorithm_config.py` (`AlgorithmConfig.validate`): a WARNING on the logger
+  `ray.rllib.algorithms.algorithm_config`, "You are running PPO on the new API stack! This is the new default
+  behavior ...", logged for every algorithm on the new API stack — which vla-rl uses by design (RLModule + Learner).
 
-`silence_framework_noise()` drops exactly these two (a logging filter on that one logger matching that one message, a
-warnings filter on that one message and category); every other warning and log record still shows. It is idempotent.
+`silence_framework_noise()` drops exactly these three (a logging filter on each of the two loggers matching its one
+message, a warnings filter on the one message and category); every other warning and log record still shows. It is idempotent.
 It runs at CLI start (vla_rl/cli.py) and in every process that imports the RL system (vla_rl/rl/__init__.py: Ray
 actors import it when they unpickle the algorithm config, before RLlib builds any module), and again in
-`VLARLModule.setup`. tests/test_quiet.py emits both messages from the libraries themselves, so a library that rewords
+`VLARLModule.setup`. tests/test_quiet.py emits the messages from the libraries themselves, so a library that rewords
 one fails there.
 """
 
@@ -29,6 +32,8 @@ import warnings
 RAY_DEPRECATION_LOGGER = "ray._common.deprecation"
 RLMODULE_CONFIG_DEPRECATION = "`RLModule(config=[RLModuleConfig object])` has been deprecated"
 GRADIENT_CHECKPOINTING_DEPRECATION = "`is_gradient_checkpointing` is deprecated"
+RLLIB_CONFIG_LOGGER = "ray.rllib.algorithms.algorithm_config"
+NEW_API_STACK_NOTICE = "on the new API stack! This is the new default behavior"
 
 
 class _DropMessage(logging.Filter):
@@ -43,9 +48,11 @@ class _DropMessage(logging.Filter):
 
 
 _RLMODULE_CONFIG_FILTER = _DropMessage(RLMODULE_CONFIG_DEPRECATION)
+_NEW_API_STACK_FILTER = _DropMessage(NEW_API_STACK_NOTICE)
 
 
 def silence_framework_noise() -> None:
-    """Install the two filters (see the module docstring) in this process."""
+    """Install the filters (see the module docstring) in this process."""
     logging.getLogger(RAY_DEPRECATION_LOGGER).addFilter(_RLMODULE_CONFIG_FILTER)  # addFilter ignores a repeat
+    logging.getLogger(RLLIB_CONFIG_LOGGER).addFilter(_NEW_API_STACK_FILTER)
     warnings.filterwarnings("ignore", message=re.escape(GRADIENT_CHECKPOINTING_DEPRECATION), category=FutureWarning)
