@@ -1,6 +1,8 @@
 """A reward model's rewards are written onto the RLlib episodes once per batch, in the driver: the reward of step t is
 the model's score of observation t + 1 (the frame the action led to), and the audit reads the same scores."""
 
+import warnings
+
 import numpy as np
 import pytest
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
@@ -40,7 +42,9 @@ def test_each_step_gets_the_score_of_the_frame_it_led_to_and_the_batch_is_scored
     model = BrightnessModel()
     frames = episode_frames(episodes, "rollout:iteration 1")
     scores = score_frames(model, frames)
-    metrics = write_model_rewards(episodes, scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no framework warning reaches the user (gym's cast of RLlib's space check)
+        metrics = write_model_rewards(episodes, scores)
     assert model.calls == 1
     np.testing.assert_allclose(episodes[0].get_rewards(), [0.2, 0.4, 1.0], atol=1e-6)
     np.testing.assert_allclose(episodes[1].get_rewards(), [0.8], atol=1e-6)

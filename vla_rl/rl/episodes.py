@@ -6,10 +6,14 @@ The RLlib glue of the reward models lives here, so that `reward_models` never to
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from envs.instruction import decode_instruction
 from reward_models.segments import EpisodeFrames
+
+GYM_CAST_WARNING = ".*Casting input x to numpy array"  # gymnasium's Box.contains on a non-ndarray
 
 
 def episode_frames(episodes, source: str) -> EpisodeFrames:
@@ -65,7 +69,9 @@ def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0, 
             data = e.rewards.data  # a runner's episodes arrive unpickled with read-only arrays
             if isinstance(data, np.ndarray) and not data.flags.writeable:
                 e.rewards.data = data.copy()
-            e.set_rewards(new_data=new, at_indices=slice(0, n))
+            with warnings.catch_warnings():  # RLlib checks new_data[0], a numpy scalar, against the rewards' Box:
+                warnings.filterwarnings("ignore", message=GYM_CAST_WARNING, category=UserWarning)  # gym warns, casts
+                e.set_rewards(new_data=new, at_indices=slice(0, n))
         learned.append(new.astype(np.float64))
     learned_all, env_all = np.concatenate(learned or [np.zeros(0)]), np.concatenate(env or [np.zeros(0)])
     if not len(learned_all):
