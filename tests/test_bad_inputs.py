@@ -117,6 +117,7 @@ CASES = [
     (["train"], "--policy {r}/" + P + " --reward_scale 0.5 --out {w}/t", "reward_scale=0.5 scales learned rewards only"),
     (["train"], "--policy {r}/" + P + " --reward model --reward_model {r}/rm --reward_scale 0 --out {w}/t",
      "reward_scale=0.0 is out of range"),
+    (["train"], "--policy {r}/" + P + " --learned_reward delta --out {w}/t", "learned_reward='delta' shapes learned rewards only"),
     (["train"], "--policy {r}/" + P + " --beta -0.1 --out {w}/t", "beta=-0.1 is negative"),
     (["train"], "--policy {r}/" + P + " --minibatch_size 100000 --out {w}/t", "exceeds the batch of 512 decisions"),
     (["train"], "--policy {r}/" + P + " --resume true --out {w}/t", "is not a train run to resume"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from envs.options import EnvOptions
 from reward_models.config import PreferenceOptions
 from vla_rl.base.errors import ConfigError
-from vla_rl.base.validation import check_range
+from vla_rl.base.validation import check_choice, check_range
 
 
 @dataclass
@@ -25,8 +25,6 @@ class WandbOptions:
     tags: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        from vla_rl.base.validation import check_choice
-
         check_choice("wandb.mode", self.mode, ("online", "offline", "disabled"))
 
 
@@ -225,8 +223,15 @@ class TrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        from vla_rl.base.validation import check_choice
+        """Every option checked before anything is written; the first problem is one ConfigError naming the field."""
+        self._check_inputs()
+        self._check_sizes_and_cluster()
+        self._check_ppo()
+        self._check_evaluation()
+        self._check_batch()
 
+    def _check_inputs(self) -> None:
+        """The policy, the env and the reward."""
         if not self.policy:
             raise ConfigError("policy='' : give a pretrained policy directory, e.g. "
                               "--policy outputs/quickstart/pretrain/checkpoints/last/pretrained_model")
@@ -252,6 +257,9 @@ class TrainConfig:
         if self.reward == "env" and self.learned_reward != "score":
             raise ConfigError(f"learned_reward={self.learned_reward!r} shapes learned rewards only; with reward=env use "
                               "--reward model|preference, or drop --learned_reward")
+
+    def _check_sizes_and_cluster(self) -> None:
+        """Sizes, runners, learners and their resources, fault tolerance."""
         for name, lo in (("iterations", 1), ("envs_per_runner", 1), ("rollout_length", 1), ("minibatch_size", 1),
                          ("epochs", 1), ("eval_episodes", 1), ("save_every", 1), ("lora_r", 1), ("lora_alpha", 1),
                          ("learner_threads", 1), ("cpus_per_runner", 1)):
@@ -274,6 +282,9 @@ class TrainConfig:
         check_range("sample_timeout_s", self.sample_timeout_s, 0.0, 1e7)
         check_range("max_runner_restarts", self.max_runner_restarts, 0, 10**9)
         check_range("runner_restore_timeout_s", self.runner_restore_timeout_s, 1.0, 1e7)
+
+    def _check_ppo(self) -> None:
+        """PPO, the KL penalty, the optimiser, sampling and LoRA."""
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("clip", self.clip, 1e-6, 10.0)
@@ -294,6 +305,9 @@ class TrainConfig:
         if self.lora_dropout != 0:
             raise ConfigError(f"lora_dropout={self.lora_dropout!r} has no effect: the policy runs in eval mode in sampling "
                               "and training (PPO's ratio must be 1 on its own samples) — leave it 0")
+
+    def _check_evaluation(self) -> None:
+        """Evaluation and validation seeds, the run's seed and stop."""
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("eval_videos", self.eval_videos, 0, 1000)
         check_range("eval_seed", self.eval_seed, 0, 2**31 - 1)
@@ -310,6 +324,9 @@ class TrainConfig:
                                   "or the reported success would be measured on the seeds that picked the checkpoint")
         check_range("seed", self.seed, 0, 2**31 - 1)
         check_range("stop_after", self.stop_after, 0, 10**9)
+
+    def _check_batch(self) -> None:
+        """Groups and the minibatch against the batch, learner constraints; wandb; the run directory."""
         check_range("group_size", self.group_size, 1, self.envs_per_runner)
         if self.envs_per_runner % self.group_size:
             raise ConfigError(f"group_size={self.group_size} does not divide envs_per_runner={self.envs_per_runner}: "
