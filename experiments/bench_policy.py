@@ -152,8 +152,8 @@ def bench_multimodal(args) -> dict:
     sampled = evaluate_policy(policy, "tabletop/off-center", args.eval_episodes, seed=10_000, greedy=False)
 
     # Regression baseline: the same architecture from scratch, an MLP on the last prompt token -> action (MSE).
-    from vla_rl.commands.pretrain import build_initial_policy
     from vla_rl.config import PolicyOptions, PretrainConfig
+    from vla_rl.pretrain_run import build_initial_policy
 
     data = BCData.load([demos], 1, args.n_demos)
     reg = build_initial_policy(PretrainConfig(policy=PolicyOptions(preset=args.preset)), data)

@@ -1,0 +1,203 @@
+"""Behaviour cloning of a VLA on demo datasets, as one object: setup → step → log / evaluate / save → summary.
+
+`vla-rl pretrain` parses its options into a `PretrainConfig` and calls `PretrainRun(cfg).run()`.
+
+Loss: cross-entropy of the demo's action tokens under the policy's bin-masked distribution —
+`-evaluate(obs, tokens).logp`, the very function PPO later uses, so pre-training and RL score
+tokens identically. AdamW + linear warm-up + cosine decay (OpenVLA/LeRobot defaults).
+
+Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the progress bar):
+    loss            mean negative log-likelihood per action token (nats; ln 256 = 5.55 is uniform)
+    token_acc       fraction of demo tokens that greedy decoding reproduces (on the current batch)
+    lr              learning rate at this step
+    tokens_per_s    action tokens trained per second (batch * K * D / step time)
+    eval/success_rate  success of greedy decoding in the demos' env (when evaluated)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla_rl.base.errors import CheckpointError
+from vla_rl.base.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
+from vla_rl.bc_data import BCData, random_shift
+from vla_rl.checkpoints import check_same_options, latest, load_training_state, save_checkpoint
+from vla_rl.config import PretrainConfig, save_config
+from vla_rl.schedules import warmup_cosine
+
+CONFIG_FILE = "pretrain_config.yaml"
+# Options that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("resume", "stop_after", "eval_every", "eval_episodes", "log_every", "device", "overwrite")
+
+
+def build_initial_policy(cfg: PretrainConfig, data: BCData):
+    from vla_rl.policy import ActionTokenizer, build_policy, policy_from_hf
+
+    p = cfg.policy
+    stats = ActionTokenizer.from_actions(data.all_actions)
+    image_size = tuple(data.env["image_shape"][:2])
+    common = dict(state_dim=int(data.env["state_dim"]), image_size=image_size, chunk_size=p.chunk_size,
+                  use_state=p.use_state, max_prompt_tokens=p.max_prompt_tokens, dtype=p.dtype)
+    if p.base_model:
+        policy = policy_from_hf(p.base_model, stats, trust_remote_code=p.trust_remote_code, **common)
+    else:
+        policy = build_policy(stats, family=p.family, preset=p.preset, seed=cfg.seed, **common)
+    policy.spec.train_env = data.env["env_id"]
+    policy.spec.train_env_options = dict(data.env_options)
+    return policy
+
+
+def token_accuracy(policy, obs, tokens) -> float:
+    """Fraction of demo tokens that greedy decoding reproduces (free-running over the K*D tokens)."""
+    with torch.no_grad():
+        out = policy.act(obs, greedy=True)
+    return float((out.tokens == tokens).float().mean())
+
+
+class PretrainRun:
+    """One BC run (or the resumed rest of one). Every input is checked before anything is written (`setup`)."""
+
+    def __init__(self, cfg: PretrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.root = self.out / "checkpoints"
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.last_eval: dict = {}
+        self.loss = None
+        self.step = 0
+
+    def run(self) -> dict:
+        self.setup()
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="pretrain", unit="step", file=sys.stderr,
+                   dynamic_ncols=True)
+        t_run = time.perf_counter()
+        while self.step < self.end:
+            obs, tokens, lr, dt = self.train_step()
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.end:
+                self.log(bar, obs, tokens, lr, dt)
+            if self.evaluate_now():
+                self.evaluate(bar)
+            if self.step % self.cfg.save_every == 0 or self.step == self.end:
+                save_checkpoint(self.root, self.step, self.policy, self.opt, self.names, {"loss": self.loss.item()},
+                                self.rng)
+        bar.close()
+        return self.summary(time.perf_counter() - t_run)
+
+    def setup(self) -> None:
+        """Seeds, the output directory (checked, then cleared only once the policy is built), data, policy, optimiser;
+        on resume the optimiser, step and sampling generator from the last checkpoint."""
+        from vla_rl.policy import VLAPolicy
+
+        cfg, out = self.cfg, self.out
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        if cfg.resume:
+            if not existing_output(out, PRETRAIN_RUN):
+                raise CheckpointError(f"{out / CONFIG_FILE}: missing — {out} is not a pretrain run to resume "
+                                      "(drop --resume to start one)")
+            check_same_options(PretrainConfig, cfg, out / CONFIG_FILE, RESUMABLE_CHANGES, "a pretrain run")
+        replace = not cfg.resume and prepare_output(out, PRETRAIN_RUN, overwrite=cfg.overwrite,
+                                                    alternative="--resume true to continue it")
+        self.data = BCData.load(cfg.demos, cfg.policy.chunk_size, cfg.max_episodes)
+        if cfg.resume:
+            ckpt = latest(self.root)
+            if ckpt is None:
+                raise CheckpointError(f"{self.root / 'last'}: no checkpoint to resume from (the run stopped before "
+                                      "its first save) — start again with --overwrite true")
+            self.policy = VLAPolicy.from_pretrained(ckpt / "pretrained_model", trainable=True, device=cfg.device)
+        else:
+            self.policy = build_initial_policy(cfg, self.data).to(cfg.device)  # every input checked before writing
+            self.policy.train()
+            if replace:
+                clear_output(out, PRETRAIN_RUN)
+            # The saved config describes the whole run, not this invocation: replaying it with
+            # --config_path runs all `steps` (an interrupted or resumed invocation's stop_after is not kept).
+            save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
+        self._build_optimizer()
+        if cfg.resume:
+            self.step = int(load_training_state(ckpt, self.opt, self.names, self.rng)["step"])
+        self.end = cfg.steps if not cfg.stop_after else min(cfg.steps, self.step + cfg.stop_after)
+        n_params = sum(p.numel() for p in self.policy.parameters())
+        print(f"pretrain: {len(self.data)} samples from {self.data.episodes} episodes of {self.data.env['env_id']}; "
+              f"{n_params / 1e6:.2f} M parameters ({sum(p.numel() for _, p in self.named) / 1e6:.2f} M trained); "
+              f"steps {self.step} -> {self.end} of {cfg.steps}", file=sys.stderr)
+
+    def _build_optimizer(self) -> None:
+        """AdamW, weight decay on matrices only; `names` fixes the parameter order of the saved optimiser state."""
+        named = [(n, p) for n, p in self.policy.named_parameters() if p.requires_grad]
+        decay = [p for n, p in named if p.ndim >= 2]
+        no_decay = [p for n, p in named if p.ndim < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.95))
+        self.named = named
+        self.names = [n for n, p in named if p.ndim >= 2] + [n for n, p in named if p.ndim < 2]
+
+    def train_step(self):
+        """One AdamW step on a random batch (random-shift augmented) at the schedule's lr."""
+        cfg, policy = self.cfg, self.policy
+        t0 = time.perf_counter()
+        lr = warmup_cosine(self.step, cfg.steps, cfg.lr, cfg.warmup_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        idx = self.rng.integers(0, len(self.data), cfg.batch_size)
+        obs, actions = self.data.batch(idx)
+        obs["image"] = random_shift(obs["image"], cfg.augment_shift, self.rng)
+        tokens = policy.tokens_for(actions)
+        self.loss = loss = -policy.evaluate(obs, tokens).logp.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in self.named], cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return obs, tokens, lr, time.perf_counter() - t0
+
+    def log(self, bar, obs, tokens, lr: float, dt: float) -> None:
+        row = {"step": self.step, "loss": round(self.loss.item(), 5), "lr": lr,
+               "tokens_per_s": round(tokens.numel() / dt, 1)}
+        self.policy.eval()
+        row["token_acc"] = round(token_accuracy(self.policy, obs, tokens), 4)
+        self.policy.train()
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row["token_acc"], tok_s=row["tokens_per_s"])
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def evaluate_now(self) -> bool:
+        every = self.cfg.eval_every
+        return every >= 0 and (self.step == self.cfg.steps or (every and self.step % every == 0))
+
+    def evaluate(self, bar) -> None:
+        """Greedy success in the demos' env on the fixed seeds 10000.. (the policy stays in train mode, as BC's)."""
+        from envs import EnvOptions
+        from vla_rl.evaluation import evaluate_policy, progress_total
+
+        options = EnvOptions(**self.data.env_options) if self.data.env_options else EnvOptions()
+        env_id = self.data.env["env_id"]
+        with tqdm(total=progress_total(env_id, self.cfg.eval_episodes, options), desc=f"eval at step {self.step}",
+                  unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
+            self.last_eval = evaluate_policy(self.policy, env_id, self.cfg.eval_episodes, seed=10_000,
+                                             options=options, progress=eval_bar)
+        self.last_eval.pop("per_episode")
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": self.step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n")
+        lo, hi = self.last_eval["success_rate_ci95"]
+        bar.write(f"step {self.step}: success {self.last_eval['success_rate']:.2f} (95% CI {lo:.2f}-{hi:.2f})")
+
+    def summary(self, seconds: float) -> dict:
+        loss = self.loss
+        summary = {"step": self.step, "steps": self.cfg.steps, "loss": round(loss.item(), 5) if loss is not None else None,
+                   "seconds": round(seconds, 1), "checkpoint": str(self.root / "last" / "pretrained_model"),
+                   "samples": len(self.data), "episodes": self.data.episodes}
+        if self.last_eval:
+            summary.update({"success_rate": self.last_eval["success_rate"],
+                            "success_rate_ci95": self.last_eval["success_rate_ci95"]})
+        return summary
