@@ -114,6 +114,22 @@ def latest(root: str | Path) -> Path | None:
     return link.resolve() if link.exists() else None
 
 
+def read_state_json(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    """A checkpoint's JSON state with its required fields, or a CheckpointError naming the file and what is wrong."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing — the checkpoint is incomplete")
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    for key in required:
+        if key not in state:
+            raise CheckpointError(f"{path}: field {key!r} is missing")
+    return state
+
+
 def load_training_state(ckpt: str | Path, optimizer: torch.optim.Optimizer, names: list[str],
                         np_rng: np.random.Generator) -> dict[str, Any]:
     """Restore optimizer moments and RNGs in place; returns state.json (step, extra)."""
@@ -122,16 +138,9 @@ def load_training_state(ckpt: str | Path, optimizer: torch.optim.Optimizer, name
 
     ckpt = Path(ckpt)
     state_path, tensor_path = ckpt / "training_state" / "state.json", ckpt / "training_state" / "optimizer.safetensors"
-    for p in (state_path, tensor_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p}: missing — the checkpoint is incomplete")
-    try:
-        state = json.loads(state_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{state_path}: not valid JSON ({e})") from e
-    for key in ("step", "param_names", "param_groups", "numpy_rng"):
-        if key not in state:
-            raise CheckpointError(f"{state_path}: field {key!r} is missing")
+    state = read_state_json(state_path, ("step", "param_names", "param_groups", "numpy_rng"))
+    if not tensor_path.is_file():
+        raise CheckpointError(f"{tensor_path}: missing — the checkpoint is incomplete")
     if state["param_names"] != names:
         diff = sorted(set(state["param_names"]) ^ set(names))[:5]
         raise CheckpointError(f"{state_path}: field 'param_names' does not match the policy's trainable parameters "
@@ -192,16 +201,7 @@ def point_best(root: str | Path, iteration: int) -> None:
 
 
 def load_train_state(ckpt: str | Path) -> dict[str, Any]:
-    path = Path(ckpt) / STATE_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing — the checkpoint is incomplete")
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    for key in ("iteration", "env_steps", "rng"):
-        if key not in state:
-            raise CheckpointError(f"{path}: field {key!r} is missing")
+    state = read_state_json(Path(ckpt) / STATE_FILE, ("iteration", "env_steps", "rng"))
     if not (Path(ckpt) / "rllib").is_dir():
         raise CheckpointError(f"{Path(ckpt) / 'rllib'}: missing — the checkpoint is incomplete")
     return state
