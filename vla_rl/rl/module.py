@@ -30,6 +30,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from vla_rl.base.quiet import silence_framework_noise
 from vla_rl.policy.vla_policy import PolicyError
+from vla_rl.rl import ppo_math
 from vla_rl.rl.module_settings import ModuleSettings
 
 TOKEN_LOGP = "token_logp"  # (B, K·D) log-prob of each sampled token (train forward)
@@ -139,7 +140,7 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
         self.policy.eval()  # forward_train calls train(); keep sampling's numerics (no dropout anywhere)
         ev = self.policy.evaluate(batch[Columns.OBS], self._tokens(batch[Columns.ACTIONS]), self.temperature)
         value = ev.value if self.critic is None else self._privileged_values(batch[Columns.OBS])
-        return {Columns.ACTION_LOGP: ev.logp.sum(-1), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy, BIN_LOGP: ev.bin_logp,
+        return {Columns.ACTION_LOGP: ppo_math.decision_logp(ev.logp), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy, BIN_LOGP: ev.bin_logp,
                 Columns.EMBEDDINGS: value}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
