@@ -39,6 +39,22 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(55, 100, 1.0, warmup=10, final_fraction=0.0) == pytest.approx(0.5)
 
 
+def test_warmup_cosine_equals_transformers_after_the_warmup_and_leads_it_by_one_step_within():
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, 10, 100, min_lr_rate=0.1)
+    theirs = []
+    for _ in range(100):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [warmup_cosine(i, 100, 1.0, warmup=10, final_fraction=0.1) for i in range(100)]
+    np.testing.assert_allclose(ours[10:], theirs[10:], atol=1e-12)
+    np.testing.assert_allclose(ours[:9], theirs[1:10], atol=1e-12)  # warm-up: theirs at step s + 1 is ours at s
+    assert theirs[0] == 0.0
+
+
 def test_pretrain_lowers_the_loss_and_writes_checkpoints(touch_demos, tmp_path, capsys):
     assert main(_args(touch_demos, tmp_path / "run", "--steps", "30", "--save_every", "10", "--lr", "1e-3")) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
