@@ -15,7 +15,8 @@ class LabelerOptions:
     """Which labeler answers preference queries and how (shared by `reward label` and `train --reward preference`)."""
 
     # Labeler backend: "scripted" (B-Pref teacher over privileged progress), "hf" (a local HF VLM) or
-    # "openai" (an OpenAI-compatible chat-completions server: vLLM, SGLang, hosted APIs).
+    # "openai" (an OpenAI-compatible chat-completions server: vLLM, SGLang, hosted APIs), or a labeler added with
+    # reward_models.labelers.register_labeler or an installed package's `vla_rl.labelers` entry point.
     labeler: str = "scripted"
     # Scripted teacher: oracle | noisy | mistake | skip | myopic | equal (B-Pref's named teachers).
     teacher: str = "oracle"
@@ -47,8 +48,10 @@ class LabelerOptions:
 
     def validate_labeler(self, prefix: str = "") -> None:
         p = prefix
-        check_choice(f"{p}labeler", self.labeler, ("scripted", "hf", "openai"))
-        if self.labeler != "scripted" and not self.vlm_model:
+        from reward_models.labelers import labeler_names
+
+        check_choice(f"{p}labeler", self.labeler, labeler_names())
+        if self.labeler in ("hf", "openai") and not self.vlm_model:
             raise ConfigError(f"{p}labeler={self.labeler!r} needs --{p}vlm_model (a model directory / hub id / served name)")
         check_range(f"{p}concurrency", self.concurrency, 1, 1024)
         check_range(f"{p}vlm_batch_size", self.vlm_batch_size, 1, 4096)

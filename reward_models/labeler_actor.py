@@ -42,7 +42,9 @@ class LabelerActor:
 
 
 def labeler_name(opts: LabelerOptions) -> str:
-    return f"scripted:{opts.teacher}" if opts.labeler == "scripted" else f"{opts.labeler}:{opts.vlm_model}"
+    if opts.labeler == "scripted":
+        return f"scripted:{opts.teacher}"
+    return f"{opts.labeler}:{opts.vlm_model}" if opts.labeler in ("hf", "openai") else opts.labeler
 
 
 def _labeler_fields(opts: LabelerOptions) -> dict[str, Any]:

@@ -5,7 +5,7 @@ architecture from configs (no download), which placeholder text marks the image 
 processor expands it to the right number of image tokens), and the shape of `pixel_values`.
 Supported: LLaVA (SigLIP vision tower + Llama LM, the default) and Idefics3/SmolVLM (SigLIP +
 pixel-shuffle connector + Llama LM). Any checkpoint of these architectures loads through
-`vla_rl.policy.policy_from_hf`.
+`vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md, "Adding a VLA family").
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class Family(ABC):
         """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
 
 
-def _text_config(preset: BackbonePreset, tokenizer) -> dict:
+def preset_text_config(preset: BackbonePreset, tokenizer) -> dict:
+    """The Llama language model of a preset, as transformers config kwargs (its vocabulary is the tokenizer's)."""
     return dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
                 intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
                 num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_heads,
@@ -79,7 +80,8 @@ def _text_config(preset: BackbonePreset, tokenizer) -> dict:
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
 
 
-def _vision_config(preset: BackbonePreset, image_size: int) -> dict:
+def preset_vision_config(preset: BackbonePreset, image_size: int) -> dict:
+    """The vision tower of a preset, as transformers config kwargs (SigLIP / CLIP vision fields)."""
     if image_size % preset.patch_size:
         raise BackboneError(f"image size {image_size} is not a multiple of the preset's patch size {preset.patch_size}")
     return dict(hidden_size=preset.vision_hidden, intermediate_size=4 * preset.vision_hidden,
@@ -102,8 +104,8 @@ class LlavaFamily(Family):
         )
 
         # No attention-pooling head: LLaVA reads the patch features, the pooled output would be computed and dropped.
-        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False),
-                             text_config=_text_config(preset, tokenizer),
+        vision = SiglipVisionConfig(**preset_vision_config(preset, image_size), vision_use_head=False)
+        config = LlavaConfig(vision_config=vision, text_config=preset_text_config(preset, tokenizer),
                              image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
                              vision_feature_select_strategy="full", vision_feature_layer=-1)
         image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
@@ -130,7 +132,8 @@ class Idefics3Family(Family):
         grid = image_size // preset.patch_size
         if grid % self.scale_factor:
             raise BackboneError(f"idefics3 needs (image size / patch size) divisible by {self.scale_factor}, got {grid}")
-        config = Idefics3Config(vision_config=_vision_config(preset, image_size), text_config=_text_config(preset, tokenizer),
+        config = Idefics3Config(vision_config=preset_vision_config(preset, image_size),
+                                text_config=preset_text_config(preset, tokenizer),
                                 scale_factor=self.scale_factor,
                                 image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder))
         image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
@@ -153,6 +156,21 @@ class Idefics3Family(Family):
 
 
 FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family()}
+
+
+def register_vla_family(family: Family) -> None:
+    """Make `family` build and load policies whose HF `model_type` is `family.model_type`, in this process.
+
+    A policy finds its family by its model's `config.model_type`, so the family must build models of that type.
+    A taken model_type is refused (the built-in families included).
+    """
+    if not isinstance(family, Family):
+        raise TypeError(f"{type(family).__name__} is not a vla_rl.policy.backbones.Family subclass instance")
+    if not family.model_type:
+        raise ValueError(f"{type(family).__name__}.model_type is empty: set it to the HF config's model_type")
+    if family.model_type in FAMILIES:
+        raise ValueError(f"VLA family {family.model_type!r} is registered already")
+    FAMILIES[family.model_type] = family
 
 
 def get_family(model_type: str) -> Family:
