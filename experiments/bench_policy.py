@@ -51,7 +51,7 @@ def naive_act(policy, obs: dict) -> torch.Tensor:
         embeds, mask, pos = x["embeds"], x["mask"], x["positions"]
         tokens = []
         for _ in range(policy.spec.n_action_tokens):
-            o = policy._forward(embeds, mask, pos, x["pixels"])
+            o = policy._forward(embeds, mask, pos, x["pixels"], n_action=len(tokens))
             b = policy._bin_logp(o.last_hidden_state[:, -1], 1.0).argmax(-1) + policy.action_tokenizer.token_offset
             tokens.append(b)
             embeds = torch.cat([embeds, policy.model.get_input_embeddings()(b[:, None])], 1)

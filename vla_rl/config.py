@@ -174,7 +174,8 @@ def load_config(config_class: type[T], path: str | Path) -> T:
 class PolicyOptions:
     """Which VLA to build (when training from scratch) or load."""
 
-    # Model family of the from-config VLA: "llava" (SigLIP + Llama) or "idefics3" (SmolVLM-style).
+    # Model family of the from-config VLA: "llava" (SigLIP + Llama), "idefics3" (SmolVLM-style) or "paligemma"
+    # (SigLIP + Gemma, pi0's backbone).
     family: str = "llava"
     # Size preset of the from-config VLA: "tiny" (tests) or "small" (CPU default, ~4.7 M parameters).
     preset: str = "small"
@@ -194,7 +195,7 @@ class PolicyOptions:
     def validate(self) -> None:
         from vla_rl.base.validation import check_choice
 
-        check_choice("policy.family", self.family, ("llava", "idefics3"))
+        check_choice("policy.family", self.family, ("llava", "idefics3", "paligemma"))
         check_choice("policy.preset", self.preset, ("tiny", "small"))
         check_choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         check_range("policy.chunk_size", self.chunk_size, 1, 64)

@@ -15,7 +15,7 @@ def _perturb(module, seed=1, scale=0.5):
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
 @pytest.mark.parametrize("chunk_size", [1, 3])
 def test_evaluate_logp_equals_act_logp(tiny_policy, obs_batch, family, chunk_size):
     policy = tiny_policy(family=family, chunk_size=chunk_size)
@@ -113,7 +113,7 @@ def test_state_changes_the_action_distribution(tiny_policy, obs_batch):
 
 
 def test_fast_image_path_matches_the_processor(tiny_policy, obs_batch):
-    for family in ("llava", "idefics3"):
+    for family in ("llava", "idefics3", "paligemma"):
         policy = tiny_policy(family=family)
         image = obs_batch(1)["image"]
         ip = policy.processor.image_processor

@@ -3,9 +3,11 @@
 A family knows three things the generic policy cannot guess: how to build a small model of its
 architecture from configs (no download), which placeholder text marks the image in a prompt (the
 processor expands it to the right number of image tokens), and the shape of `pixel_values`.
-Supported: LLaVA (SigLIP vision tower + Llama LM, the default) and Idefics3/SmolVLM (SigLIP +
-pixel-shuffle connector + Llama LM). Any checkpoint of these architectures loads through
-`vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md, "Adding a VLA family").
+Supported: LLaVA (SigLIP vision tower + Llama LM, the default), Idefics3/SmolVLM (SigLIP +
+pixel-shuffle connector + Llama LM) and PaliGemma (SigLIP + linear projector + Gemma LM, pi0's
+backbone; a prefix-LM, so its family also marks prompt vs action tokens: `sequence_kwargs`, and
+lists the tokens its processor adds: `processor_tokens`). Any checkpoint of these architectures loads through
+`vla_rl.policy.policy_from_hf`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class BackboneError(VLARLError):
 class Family(ABC):
     model_type: str = ""
     image_placeholder: str = "<image>"
+    # Tokens the family's processor adds to any tokenizer it is given; the from-config tokenizer holds them before
+    # the action tokens (`build_text_tokenizer(family_tokens=...)`), so the action tokens stay the last ids.
+    processor_tokens: tuple[str, ...] = ()
 
     @abstractmethod
     def build(self, preset: BackbonePreset, image_size: int, tokenizer):
@@ -70,9 +75,13 @@ class Family(ABC):
     def adapt_processor(self, processor, image_size: int) -> None:
         """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
 
+    def sequence_kwargs(self, batch: int, seq_len: int, n_action: int, device) -> dict[str, torch.Tensor]:
+        """Model kwargs for an input of `seq_len` positions whose last `n_action` are action tokens, the rest the
+        prompt (image, text, <state>). None by default: a causal LM attends the same way to both."""
+        return {}
 
-def preset_text_config(preset: BackbonePreset, tokenizer) -> dict:
-    """The Llama language model of a preset, as transformers config kwargs (its vocabulary is the tokenizer's)."""
+
+def _text_config(preset: BackbonePreset, tokenizer) -> dict:
     return dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
                 intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
                 num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_heads,
@@ -80,8 +89,7 @@ def preset_text_config(preset: BackbonePreset, tokenizer) -> dict:
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
 
 
-def preset_vision_config(preset: BackbonePreset, image_size: int) -> dict:
-    """The vision tower of a preset, as transformers config kwargs (SigLIP / CLIP vision fields)."""
+def _vision_config(preset: BackbonePreset, image_size: int) -> dict:
     if image_size % preset.patch_size:
         raise BackboneError(f"image size {image_size} is not a multiple of the preset's patch size {preset.patch_size}")
     return dict(hidden_size=preset.vision_hidden, intermediate_size=4 * preset.vision_hidden,
@@ -104,8 +112,8 @@ class LlavaFamily(Family):
         )
 
         # No attention-pooling head: LLaVA reads the patch features, the pooled output would be computed and dropped.
-        vision = SiglipVisionConfig(**preset_vision_config(preset, image_size), vision_use_head=False)
-        config = LlavaConfig(vision_config=vision, text_config=preset_text_config(preset, tokenizer),
+        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False),
+                             text_config=_text_config(preset, tokenizer),
                              image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
                              vision_feature_select_strategy="full", vision_feature_layer=-1)
         image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
@@ -132,8 +140,7 @@ class Idefics3Family(Family):
         grid = image_size // preset.patch_size
         if grid % self.scale_factor:
             raise BackboneError(f"idefics3 needs (image size / patch size) divisible by {self.scale_factor}, got {grid}")
-        config = Idefics3Config(vision_config=preset_vision_config(preset, image_size),
-                                text_config=preset_text_config(preset, tokenizer),
+        config = Idefics3Config(vision_config=_vision_config(preset, image_size), text_config=_text_config(preset, tokenizer),
                                 scale_factor=self.scale_factor,
                                 image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder))
         image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
@@ -155,22 +162,70 @@ class Idefics3Family(Family):
         return {"pixel_values": pixel_values[:, None]}  # (B, num_images=1, 3, H, W)
 
 
-FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family()}
+class PaliGemmaFamily(Family):
+    """PaliGemma (SigLIP + linear projector + Gemma; pi0's backbone), through the generic policy path.
 
-
-def register_vla_family(family: Family) -> None:
-    """Make `family` build and load policies whose HF `model_type` is `family.model_type`, in this process.
-
-    A policy finds its family by its model's `config.model_type`, so the family must build models of that type.
-    A taken model_type is refused (the built-in families included).
+    - **Prefix-LM.** PaliGemma attends bidirectionally within the prefix (token_type_ids 0) and causally in the
+      suffix (1). `sequence_kwargs` marks the prompt (image, BOS, text, "\n", <state>) as prefix and the action tokens
+      as suffix. The prompt is fixed before any action token, so the KV-cached `act` (prompt forward with the prefix
+      mask, then single causal steps) and the teacher-forced `evaluate` compute the same thing. They must be passed:
+      without them transformers' mask depends on the batch (causal when a prompt is padded; with no padding it skips
+      the mask and SDPA runs Gemma's `is_causal=False`, i.e. everything, action tokens too, bidirectional).
+    - **Gemma's sqrt(hidden) embedding scale** lives in the embedding module (`GemmaTextScaledWordEmbedding`), so the
+      policy's `get_input_embeddings()(ids)` is already scaled and nothing rescales `inputs_embeds`: the projected
+      image features and the policy's <state> projection enter the LM unscaled, alike.
+    - **Positions.** transformers counts PaliGemma positions from 1, the policy from 0 (from the attention mask);
+      RoPE sees only differences, so the two are the same function.
+    - **Processor.** The stock `PaliGemmaProcessor` takes the local BPE tokenizer as is (it writes BOS as text after
+      the image tokens, appends "\n", and expands `<image>` to `(image_size / patch)^2` tokens), but it adds 1024
+      <locNNNN> + 128 <segNNN> tokens to any tokenizer lacking them: `processor_tokens` lists them so the from-config
+      tokenizer holds them before the action tokens (as PaliGemma's own vocabulary does) and they stay the last ids.
     """
-    if not isinstance(family, Family):
-        raise TypeError(f"{type(family).__name__} is not a vla_rl.policy.backbones.Family subclass instance")
-    if not family.model_type:
-        raise ValueError(f"{type(family).__name__}.model_type is empty: set it to the HF config's model_type")
-    if family.model_type in FAMILIES:
-        raise ValueError(f"VLA family {family.model_type!r} is registered already")
-    FAMILIES[family.model_type] = family
+
+    model_type = "paligemma"
+
+    @property
+    def processor_tokens(self) -> tuple[str, ...]:
+        from transformers.models.paligemma.processing_paligemma import EXTRA_TOKENS
+
+        return tuple(EXTRA_TOKENS)
+
+    def build(self, preset, image_size, tokenizer):
+        from transformers import (
+            GemmaConfig,
+            PaliGemmaConfig,
+            PaliGemmaForConditionalGeneration,
+            PaliGemmaProcessor,
+            SiglipVisionConfig,
+        )
+        from transformers.models.siglip.image_processing_pil_siglip import (
+            SiglipImageProcessorPil,
+        )
+
+        vision = SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False)
+        # Gemma as PaliGemma uses it (tied LM head, one KV head), sized from the preset.
+        text = GemmaConfig(vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
+                           intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
+                           num_attention_heads=preset.text_heads, num_key_value_heads=1,
+                           head_dim=preset.text_hidden // preset.text_heads, max_position_embeddings=1024,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+        config = PaliGemmaConfig(vision_config=vision, text_config=text, vocab_size=len(tokenizer),
+                                 hidden_size=preset.text_hidden, projection_dim=preset.text_hidden,
+                                 image_token_index=tokenizer.convert_tokens_to_ids(self.image_placeholder))
+        image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                  image_seq_length=(image_size // preset.patch_size) ** 2)
+        processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return PaliGemmaForConditionalGeneration(config), processor
+
+    def sequence_kwargs(self, batch, seq_len, n_action, device):
+        token_type_ids = torch.zeros((batch, seq_len), dtype=torch.long, device=device)
+        token_type_ids[:, seq_len - n_action:] = 1
+        return {"token_type_ids": token_type_ids}
+
+
+FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family(),
+                               "paligemma": PaliGemmaFamily()}
 
 
 def get_family(model_type: str) -> Family:

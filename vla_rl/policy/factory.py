@@ -6,7 +6,7 @@ import dataclasses
 
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.backbones import get_family, get_preset
-from vla_rl.policy.text_tokenizer import build_text_tokenizer, default_corpus
+from vla_rl.policy.text_tokenizer import action_token, build_text_tokenizer, default_corpus
 from vla_rl.policy.vla_policy import OPENVLA_PROMPT, PolicyError, PolicySpec, VLAPolicy
 
 
@@ -24,8 +24,12 @@ def build_policy(action_tokenizer: ActionTokenizer, state_dim: int, image_size: 
     if image_size[0] != image_size[1]:
         raise PolicyError(f"image_size={tuple(image_size)}: the from-config presets take square images")
     torch.manual_seed(seed)
-    tokenizer = build_text_tokenizer(default_corpus(prompt_template), size.bpe_vocab_size, action_tokenizer.n_bins)
+    tokenizer = build_text_tokenizer(default_corpus(prompt_template), size.bpe_vocab_size, action_tokenizer.n_bins,
+                                     fam.processor_tokens)
     model, processor = fam.build(size, int(image_size[0]), tokenizer)
+    if tokenizer.convert_ids_to_tokens(len(tokenizer) - 1) != action_token(action_tokenizer.n_bins - 1):
+        raise PolicyError(f"family {family!r}: its processor added tokens after the action tokens; list them in "
+                          f"{type(fam).__name__}.processor_tokens so the tokenizer holds them before")
     at = dataclasses.replace(action_tokenizer, token_offset=len(tokenizer) - action_tokenizer.n_bins)
     spec = PolicySpec(action_dim=at.action_dim, state_dim=state_dim, image_size=tuple(image_size), chunk_size=chunk_size,
                       use_state=use_state, max_prompt_tokens=max_prompt_tokens, prompt_template=prompt_template,
@@ -55,7 +59,7 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
         raise PolicyError(f"{name_or_path}: cannot load the model config ({' '.join(str(e).split())[:300]})") from None
     if model_type not in FAMILIES:  # refused before any weight is read
         raise PolicyError(f"{name_or_path}: model_type {model_type!r} is not supported as a VLA backbone; supported: "
-                          f"{sorted(FAMILIES)} (LLaVA and Idefics3/SmolVLM architectures)")
+                          f"{sorted(FAMILIES)} (LLaVA, Idefics3/SmolVLM and PaliGemma architectures)")
     try:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                             trust_remote_code=trust_remote_code)

@@ -8,7 +8,7 @@ action-bin tokens, as OpenVLA reserves the last 256 ids of the Llama vocabulary,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -24,14 +24,21 @@ def action_token(i: int) -> str:
     return f"<act_{i:03d}>"
 
 
-def build_text_tokenizer(corpus: Iterable[str], bpe_vocab_size: int = 512, n_action_bins: int = 256) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `corpus`, then append `n_action_bins` action tokens at the end."""
+def build_text_tokenizer(corpus: Iterable[str], bpe_vocab_size: int = 512, n_action_bins: int = 256,
+                         family_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `corpus`, then append `family_tokens` and `n_action_bins` action tokens at the end.
+
+    `family_tokens` are those a family's processor adds to any tokenizer it is given (`Family.processor_tokens`,
+    e.g. PaliGemma's <locNNNN>/<segNNN>): held here, before the action tokens, the processor finds them present
+    and adds nothing, so the action tokens stay the vocabulary's last ids.
+    """
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=bpe_vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(corpus), trainer)
+    tok.add_tokens(list(family_tokens))
     tok.add_special_tokens([action_token(i) for i in range(n_action_bins)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>")

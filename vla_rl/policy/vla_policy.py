@@ -244,10 +244,14 @@ class VLAPolicy(nn.Module):
         return {"embeds": embeds, "mask": mask, "positions": positions, "pixels": self.family.pixel_kwargs(pixels)}
 
     # --- the two passes ---------------------------------------------------------------------------
-    def _forward(self, embeds, mask, positions, pixels=None, past=None, use_cache: bool = False):
-        """The transformer without its LM head (LoRA layers inside stay active): last hidden states + cache."""
+    def _forward(self, embeds, mask, positions, pixels=None, past=None, use_cache: bool = False, n_action: int = 0):
+        """The transformer without its LM head (LoRA layers inside stay active): last hidden states + cache.
+
+        The last `n_action` input positions are action tokens, the rest prompt: the family marks them where its
+        attention differs (PaliGemma: bidirectional within the prompt, causal over the actions)."""
+        marks = self.family.sequence_kwargs(embeds.shape[0], embeds.shape[1], n_action, embeds.device)
         return self.base_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                     past_key_values=past, use_cache=use_cache, **(pixels or {}))
+                                     past_key_values=past, use_cache=use_cache, **(pixels or {}), **marks)
 
     def _bin_logp(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """log-softmax over the 256 action-bin tokens only: the LM head's bin rows on hidden states (..., H).
@@ -291,7 +295,8 @@ class VLAPolicy(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             position = position + 1
-            out = self._forward(embed(tokens[-1][:, None]), mask, position, past=out.past_key_values, use_cache=True)
+            out = self._forward(embed(tokens[-1][:, None]), mask, position, past=out.past_key_values, use_cache=True,
+                                n_action=1)
         tokens_t, logp = torch.stack(tokens, 1), torch.stack(logps, 1)
         chunks = tokens_t.cpu().numpy().reshape(-1, self.spec.chunk_size, self.spec.action_dim)
         actions = self.action_tokenizer.decode(chunks)
@@ -313,7 +318,7 @@ class VLAPolicy(nn.Module):
         steps = torch.arange(1, follow.shape[1] + 1, device=self.device)
         positions = torch.cat([x["positions"], x["positions"][:, -1:] + steps], dim=1)
         with self._checkpointing_layers():
-            out = self._forward(embeds, mask, positions, x["pixels"])
+            out = self._forward(embeds, mask, positions, x["pixels"], n_action=follow.shape[1])
         logp_all = self._bin_logp(out.last_hidden_state[:, -n:], temperature)
         logp = logp_all.gather(-1, (tokens - off)[..., None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
