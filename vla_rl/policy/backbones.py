@@ -7,7 +7,7 @@ Supported: LLaVA (SigLIP vision tower + Llama LM, the default), Idefics3/SmolVLM
 pixel-shuffle connector + Llama LM) and PaliGemma (SigLIP + linear projector + Gemma LM, pi0's
 backbone; a prefix-LM, so its family also marks prompt vs action tokens: `sequence_kwargs`, and
 lists the tokens its processor adds: `processor_tokens`). Any checkpoint of these architectures loads through
-`vla_rl.policy.policy_from_hf`.
+`vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md, "Adding a VLA family").
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Family(ABC):
         return {}
 
 
-def _text_config(preset: BackbonePreset, tokenizer) -> dict:
+def preset_text_config(preset: BackbonePreset, tokenizer) -> dict:
+    """The Llama language model of a preset, as transformers config kwargs (its vocabulary is the tokenizer's)."""
     return dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
                 intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
                 num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_heads,
@@ -89,7 +90,8 @@ def _text_config(preset: BackbonePreset, tokenizer) -> dict:
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
 
 
-def _vision_config(preset: BackbonePreset, image_size: int) -> dict:
+def preset_vision_config(preset: BackbonePreset, image_size: int) -> dict:
+    """The vision tower of a preset, as transformers config kwargs (SigLIP / CLIP vision fields)."""
     if image_size % preset.patch_size:
         raise BackboneError(f"image size {image_size} is not a multiple of the preset's patch size {preset.patch_size}")
     return dict(hidden_size=preset.vision_hidden, intermediate_size=4 * preset.vision_hidden,
@@ -112,8 +114,8 @@ class LlavaFamily(Family):
         )
 
         # No attention-pooling head: LLaVA reads the patch features, the pooled output would be computed and dropped.
-        config = LlavaConfig(vision_config=SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False),
-                             text_config=_text_config(preset, tokenizer),
+        vision = SiglipVisionConfig(**preset_vision_config(preset, image_size), vision_use_head=False)
+        config = LlavaConfig(vision_config=vision, text_config=preset_text_config(preset, tokenizer),
                              image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder),
                              vision_feature_select_strategy="full", vision_feature_layer=-1)
         image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
@@ -140,7 +142,8 @@ class Idefics3Family(Family):
         grid = image_size // preset.patch_size
         if grid % self.scale_factor:
             raise BackboneError(f"idefics3 needs (image size / patch size) divisible by {self.scale_factor}, got {grid}")
-        config = Idefics3Config(vision_config=_vision_config(preset, image_size), text_config=_text_config(preset, tokenizer),
+        config = Idefics3Config(vision_config=preset_vision_config(preset, image_size),
+                                text_config=preset_text_config(preset, tokenizer),
                                 scale_factor=self.scale_factor,
                                 image_token_id=tokenizer.convert_tokens_to_ids(self.image_placeholder))
         image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
@@ -202,7 +205,7 @@ class PaliGemmaFamily(Family):
             SiglipImageProcessorPil,
         )
 
-        vision = SiglipVisionConfig(**_vision_config(preset, image_size), vision_use_head=False)
+        vision = SiglipVisionConfig(**preset_vision_config(preset, image_size), vision_use_head=False)
         # Gemma as PaliGemma uses it (tied LM head, one KV head), sized from the preset.
         text = GemmaConfig(vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
                            intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
@@ -226,6 +229,21 @@ class PaliGemmaFamily(Family):
 
 FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family(),
                                "paligemma": PaliGemmaFamily()}
+
+
+def register_vla_family(family: Family) -> None:
+    """Make `family` build and load policies whose HF `model_type` is `family.model_type`, in this process.
+
+    A policy finds its family by its model's `config.model_type`, so the family must build models of that type.
+    A taken model_type is refused (the built-in families included).
+    """
+    if not isinstance(family, Family):
+        raise TypeError(f"{type(family).__name__} is not a vla_rl.policy.backbones.Family subclass instance")
+    if not family.model_type:
+        raise ValueError(f"{type(family).__name__}.model_type is empty: set it to the HF config's model_type")
+    if family.model_type in FAMILIES:
+        raise ValueError(f"VLA family {family.model_type!r} is registered already")
+    FAMILIES[family.model_type] = family
 
 
 def get_family(model_type: str) -> Family:
