@@ -78,3 +78,24 @@ def test_registration_refuses_a_taken_model_type_or_a_wrong_object(vip):
 
     with pytest.raises(ValueError, match="model_type is empty"):
         register_vla_family(Nameless())
+
+
+def test_the_cli_takes_a_registered_family_and_entry_points_reach_every_process(vip, monkeypatch):
+    from vla_rl.config import PolicyOptions
+    from vla_rl.policy import backbones
+
+    PolicyOptions(family="vipllava", preset="tiny").validate()  # registered in this process: the option takes it
+    family = FAMILIES.pop("vipllava")  # another process: not registered there ...
+
+    class EntryPoint:  # ... but named by an installed package's entry point
+        name = "vipllava"
+
+        def load(self):
+            return family
+
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group: [EntryPoint()] if group == backbones.ENTRY_POINT_GROUP else [])
+    assert backbones.get_family("vipllava") is family
+    FAMILIES.pop("vipllava")
+    assert "vipllava" in backbones.vla_family_names()
+    PolicyOptions(family="vipllava", preset="tiny").validate()

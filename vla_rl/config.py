@@ -194,8 +194,9 @@ class PolicyOptions:
 
     def validate(self) -> None:
         from vla_rl.base.validation import check_choice
+        from vla_rl.policy.backbones import vla_family_names
 
-        check_choice("policy.family", self.family, ("llava", "idefics3", "paligemma"))
+        check_choice("policy.family", self.family, tuple(vla_family_names()))
         check_choice("policy.preset", self.preset, ("tiny", "small"))
         check_choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         check_range("policy.chunk_size", self.chunk_size, 1, 64)

@@ -231,6 +231,9 @@ FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Famil
                                "paligemma": PaliGemmaFamily()}
 
 
+ENTRY_POINT_GROUP = "vla_rl.vla_families"  # an installed package's Family instances, loaded when first asked for
+
+
 def register_vla_family(family: Family) -> None:
     """Make `family` build and load policies whose HF `model_type` is `family.model_type`, in this process.
 
@@ -246,7 +249,26 @@ def register_vla_family(family: Family) -> None:
     FAMILIES[family.model_type] = family
 
 
+def _load_entry_point_families() -> None:
+    """Register the `Family` objects installed packages name under the `vla_rl.vla_families` entry point (each
+    entry point loads to a Family instance), so that every process — Ray runners and learners included — knows them."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        family = ep.load()
+        if getattr(family, "model_type", None) not in FAMILIES:
+            register_vla_family(family)
+
+
+def vla_family_names() -> list[str]:
+    """Every model_type a policy may have: the built-in families, then registered and entry-point ones."""
+    _load_entry_point_families()
+    return sorted(FAMILIES)
+
+
 def get_family(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        _load_entry_point_families()
     if model_type not in FAMILIES:
         raise BackboneError(f"model_type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
     return FAMILIES[model_type]
