@@ -4,7 +4,8 @@ Bounds per dimension come from the demonstrations (quantiles q01/q99, as OpenVLA
 outliers do not stretch the bins). Values outside the bounds fall into the edge bins; decoding
 returns bin centres, so an in-range value round-trips within half a bin width. Bin b of any
 dimension is token `token_offset + b`; for Llama-vocabulary VLAs the offset is `vocab_size - 256`
-(the last 256 tokens, which OpenVLA overwrites). Saved as JSON next to the policy weights.
+(the last 256 ids of the base vocabulary, which OpenVLA overwrites; `policy_from_hf` picks ids that no special
+or added token holds, `factory.action_token_offset`). Saved as JSON next to the policy weights.
 """
 
 from __future__ import annotations

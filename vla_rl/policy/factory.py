@@ -43,7 +43,8 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
                    trust_remote_code: bool = False) -> VLAPolicy:
     """Wrap a pretrained HF image-text-to-text checkpoint (local path or hub id) as a VLA.
 
-    As OpenVLA does with Llama, the last 256 ids of the model's vocabulary become the action bins.
+    The action bins are the highest 256 consecutive ids that no special or added token holds
+    (`action_token_offset`): for Llama-based checkpoints OpenVLA's ids, `tokenizer.vocab_size - 256`.
     `trust_remote_code` is passed through only when the caller sets it.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -67,14 +68,48 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
     except (OSError, ValueError) as e:
         raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({' '.join(str(e).split())[:300]})") from None
     get_family(model.config.model_type).adapt_processor(processor, int(model.config.vision_config.image_size))
-    n_vocab = model.get_output_embeddings().weight.shape[0]
-    at = dataclasses.replace(action_tokenizer, token_offset=n_vocab - action_tokenizer.n_bins)
+    if use_state:
+        _ensure_state_token(processor, model)  # first: a <state> it adds is an added token the bins must avoid
+    offset = action_token_offset(processor, model, action_tokenizer.n_bins, name_or_path)
+    at = dataclasses.replace(action_tokenizer, token_offset=offset)
     spec = PolicySpec(action_dim=at.action_dim, state_dim=state_dim, image_size=tuple(image_size), chunk_size=chunk_size,
                       use_state=use_state, max_prompt_tokens=max_prompt_tokens, prompt_template=prompt_template,
                       dtype=dtype)
-    if use_state:
-        _ensure_state_token(processor, model)
     return VLAPolicy(model, processor, at, spec)
+
+
+def reserved_token_ids(processor, model, n_bins: int) -> set[int]:
+    """Ids the action bins must not take: every special and added token of the tokenizer (image, pad, bos, eos, unk,
+    additional specials, `added_tokens_decoder`), the processor's and the config's image token — except vla-rl's own
+    action tokens `<act_000>`... (a from-config policy's base holds them as added tokens, to be the bins)."""
+    tok = processor.tokenizer
+    own = {action_token(i) for i in range(n_bins)}
+    ids = {i for i, t in tok.added_tokens_decoder.items() if t.content not in own}
+    ids |= {i for i in tok.all_special_ids if tok.convert_ids_to_tokens(i) not in own}
+    for holder, name in ((processor, "image_token_id"), (model.config, "image_token_id"),
+                         (model.config, "image_token_index")):
+        value = getattr(holder, name, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return ids
+
+
+def action_token_offset(processor, model, n_bins: int, where: str) -> int:
+    """The first id of the highest run of `n_bins` consecutive ids inside both the tokenizer and the embedding
+    matrices that holds no reserved id (`reserved_token_ids`).
+
+    llava-1.5: 31744 (below `<image>` = 32000 and `<pad>`, OpenVLA's Llama ids); a from-config tokenizer, whose
+    action tokens are its last ids: `len(tokenizer) - n_bins`, as `build_policy` sets."""
+    limit = min(len(processor.tokenizer), model.get_input_embeddings().weight.shape[0],
+                model.get_output_embeddings().weight.shape[0])
+    reserved, run = reserved_token_ids(processor, model, n_bins), 0
+    for i in range(limit - 1, -1, -1):
+        run = 0 if i in reserved else run + 1
+        if run == n_bins:
+            return i
+    raise PolicyError(f"{where}: no {n_bins} consecutive token ids below {limit} are free of special/added tokens, "
+                      f"so the action bins would overwrite one; use a checkpoint with a larger vocabulary, or add "
+                      f"{n_bins} tokens <act_000>...<act_{n_bins - 1:03d}> to its tokenizer and resize its embeddings")
 
 
 def _ensure_state_token(processor, model) -> None:

@@ -3,7 +3,7 @@
 Prompt layout (fixed length P, left-padded, so a sample's positions never depend on its batch)::
 
     <pad>...<pad> [image tokens] In: What action should the robot take to {instruction}?\\nOut: [<state>]
-    -> a_1 ... a_{K*D}   (each a vocabulary id among the last 256: one bin per action dimension)
+    -> a_1 ... a_{K*D}   (each one of the 256 action-bin ids: one bin per action dimension)
 
 `act` decodes the K*D tokens autoregressively with a KV cache; `evaluate` scores given tokens in
 one teacher-forced forward. Both use the same fixed-length prompt, positions from the attention
@@ -94,6 +94,13 @@ class VLAPolicy(nn.Module):
         if action_tokenizer.token_offset + action_tokenizer.n_bins > n_vocab:
             raise PolicyError(f"action tokens {action_tokenizer.token_offset}..{action_tokenizer.token_offset + action_tokenizer.n_bins - 1}"
                               f" exceed the model vocabulary ({n_vocab})")
+        off, n_bins = action_tokenizer.token_offset, action_tokenizer.n_bins
+        image_id = getattr(self.base_model.config, "image_token_id", None)
+        if isinstance(image_id, int) and off <= image_id < off + n_bins:
+            raise PolicyError(f"action tokens {off}..{off + n_bins - 1} include the image token id {image_id}: "
+                              "transformers finds the image by that id, so an action bin would be taken for image "
+                              "features; choose a token_offset whose bins avoid it (policy_from_hf picks one: "
+                              "vla_rl.policy.factory.action_token_offset)")
         if action_tokenizer.action_dim != spec.action_dim:
             raise PolicyError(f"action tokenizer has {action_tokenizer.action_dim} dimensions, the spec {spec.action_dim}")
         hidden = self.base_model.config.text_config.hidden_size
