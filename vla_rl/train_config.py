@@ -9,6 +9,9 @@ from reward_models.config import PreferenceOptions
 from vla_rl.base.errors import ConfigError
 from vla_rl.base.validation import check_choice, check_range
 
+# What a learned reward pays for (see TrainConfig.learned_reward; vla_rl.rl.episodes.learned_rewards).
+LEARNED_REWARD_FORMS = ("score", "delta")
+
 
 @dataclass
 class WandbOptions:
@@ -253,7 +256,7 @@ class TrainConfig:
         if self.reward == "env" and self.reward_scale != 1.0:
             raise ConfigError(f"reward_scale={self.reward_scale:g} scales learned rewards only; with reward=env choose "
                               "the env's reward with --env_reward, or use --reward model|preference")
-        check_choice("learned_reward", self.learned_reward, ("score", "delta"))
+        check_choice("learned_reward", self.learned_reward, LEARNED_REWARD_FORMS)
         if self.reward == "env" and self.learned_reward != "score":
             raise ConfigError(f"learned_reward={self.learned_reward!r} shapes learned rewards only; with reward=env use "
                               "--reward model|preference, or drop --learned_reward")

@@ -78,12 +78,15 @@ def pref_algo(tiny_policy, tmp_path):
     from reward_models.config import PreferenceOptions
     from reward_models.labeler_actor import RayLabelers
     from reward_models.online import PreferenceLoop
+    from vla_rl.rl.episodes import LearnedRewardSettings
+
     torch.set_num_threads(1)
     opts = PreferenceOptions(queries_per_round=8, max_queries=80, ensemble_size=1, epochs=2, patience=2)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     algo = build_algo(tiny_policy, reward="preference", preference=opts)
     labelers = RayLabelers(opts, tmp_path / "cache")
-    algo.attach_preference(PreferenceLoop(opts, tmp_path / "pairs", 0, labelers))
+    algo.attach_preference(PreferenceLoop(opts, tmp_path / "pairs", 0, labelers),
+                           LearnedRewardSettings(scale=1.0, form="score", gamma=0.99))
     yield algo, labelers
     labelers.close()
     algo.stop()

@@ -42,7 +42,7 @@ from vla_rl.rl.env import (
     seed_states,
     set_seed_states,
 )
-from vla_rl.rl.episodes import episode_frames, write_model_rewards
+from vla_rl.rl.episodes import LearnedRewardSettings, episode_frames, write_model_rewards
 from vla_rl.rl.learner import VLAPPOLearner
 from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import VLARLModule
@@ -105,16 +105,15 @@ def _set_runner_rng_state(runner, state: dict) -> None:
 class VLAPPO(PPO):
     preference = None  # the online preference loop (reward_models.online.PreferenceLoop), when attached
     reward_model = None  # a frozen reward model (--reward model), when set
-    reward_scale = 1.0  # learned rewards are the model's normalised score times this (TrainConfig.reward_scale)
-    learned_reward = "score"  # ... paid as the score of the next frame or its gamma-discounted change (TrainConfig)
-    reward_gamma = 1.0  # the gamma of "delta" (TrainConfig.gamma)
+    reward_settings = None  # how the model's scores become rewards (LearnedRewardSettings), given with the model
 
-    def attach_preference(self, loop) -> None:
-        self.preference = loop
+    def attach_preference(self, loop, settings: LearnedRewardSettings) -> None:
+        """Every batch's rewards come from the loop's newest reward model, turned into rewards by `settings`."""
+        self.preference, self.reward_settings = loop, settings
 
-    def use_reward_model(self, model) -> None:
-        """Every batch's rewards come from `model` (a `RewardEnsemble`) from now on."""
-        self.reward_model = model.eval()
+    def use_reward_model(self, model, settings: LearnedRewardSettings) -> None:
+        """Every batch's rewards come from `model` (a `RewardEnsemble`), turned into rewards by `settings`."""
+        self.reward_model, self.reward_settings = model.eval(), settings
 
     def setup(self, config) -> None:
         super().setup(config)
@@ -236,7 +235,7 @@ class VLAPPO(PPO):
 
         t0 = time.perf_counter()
         scores = score_frames(model, frames)
-        metrics = write_model_rewards(episodes, scores, self.reward_scale, self.learned_reward, self.reward_gamma)
+        metrics = write_model_rewards(episodes, scores, self.reward_settings)
         if self.preference is not None:
             metrics["reward_model/spearman_vs_progress"] = spearman_vs_progress(scores, frames)
         metrics[f"{PERF}/time_reward_score"] = time.perf_counter() - t0

@@ -7,11 +7,13 @@ The RLlib glue of the reward models lives here, so that `reward_models` never to
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from envs.instruction import decode_instruction
 from reward_models.segments import EpisodeFrames
+from vla_rl.train_config import LEARNED_REWARD_FORMS
 
 GYM_CAST_WARNING = ".*Casting input x to numpy array"  # gymnasium's Box.contains on a non-ndarray
 
@@ -36,35 +38,48 @@ def episode_frames(episodes, source: str) -> EpisodeFrames:
     return out
 
 
-def learned_rewards(scores: np.ndarray, scale: float = 1.0, form: str = "score", gamma: float = 1.0) -> np.ndarray:
+@dataclass(frozen=True)
+class LearnedRewardSettings:
+    """How a reward model's scores become the actions' rewards; every field comes from `TrainConfig`, whose defaults
+    are the only ones (`reward_scale`, `learned_reward`, `gamma`)."""
+
+    scale: float  # rewards = scale x (the score, or its change)
+    form: str  # "score": the score of the frame an action led to; "delta": gamma * s[t + 1] - s[t]
+    gamma: float  # the discount of "delta" (the run's GAE gamma, so the shaping is potential-based exactly)
+
+    def __post_init__(self):
+        if self.form not in LEARNED_REWARD_FORMS:
+            raise ValueError(f"learned reward form {self.form!r}: choose one of {list(LEARNED_REWARD_FORMS)}")
+
+    @classmethod
+    def from_train_config(cls, cfg) -> LearnedRewardSettings:
+        return cls(scale=cfg.reward_scale, form=cfg.learned_reward, gamma=cfg.gamma)
+
+
+def learned_rewards(scores: np.ndarray, settings: LearnedRewardSettings) -> np.ndarray:
     """The rewards of a chunk's len(scores) - 1 actions from the scores of its frames (observations 0..n):
     "score" pays action t the score of the frame it led to, s[t + 1]; "delta" pays gamma * s[t + 1] - s[t]
     (potential-based shaping of a zero reward, Ng et al. 1999: the discounted return from t is
     gamma^(T - t) s[T] - s[t], where the episode ends, not a sum over the frames on the way). Times `scale`."""
     s = np.asarray(scores, dtype=np.float64)
-    if form == "score":
-        r = s[1:]
-    elif form == "delta":
-        r = gamma * s[1:] - s[:-1]
-    else:
-        raise ValueError(f"learned reward form {form!r}: choose 'score' or 'delta'")
-    return (r * scale).astype(np.float32)
+    r = s[1:] if settings.form == "score" else settings.gamma * s[1:] - s[:-1]
+    return (r * settings.scale).astype(np.float32)
 
 
-def write_model_rewards(episodes, scores: list[np.ndarray], scale: float = 1.0, form: str = "score",
-                        gamma: float = 1.0) -> dict[str, float]:
-    """Each action's reward becomes its `learned_rewards` (by default `scale` × the reward model's score of the frame
-    it led to, observation t + 1), written onto the episodes before the learner sees them; `scores` are
-    `reward_models.scoring.score_frames` of the same episodes (len(e) + 1 frames each). Returns the reward-hacking monitor over the batch's actions: the mean
-    learned reward, the mean env reward it replaced and their Pearson correlation (`reward/learned_mean`,
-    `reward/gt_mean`, `reward/gt_corr`)."""
+def write_model_rewards(episodes, scores: list[np.ndarray], settings: LearnedRewardSettings) -> dict[str, float]:
+    """Each action's reward becomes its `learned_rewards` (with "score": `scale` × the reward model's score of the
+    frame it led to, observation t + 1), written onto the episodes before the learner sees them; `scores` are
+    `reward_models.scoring.score_frames` of the same episodes (len(e) + 1 frames each). Returns the reward-hacking
+    monitor over the batch's actions: the mean learned reward, the mean env reward it replaced and their Pearson
+    correlation (`reward/learned_mean`, `reward/gt_mean`, `reward/gt_corr`; with "delta" the correlation is of a
+    change against a level, so it reads lower for the same model)."""
     learned, env = [], []
     for e, s in zip(episodes, scores, strict=True):
         n = len(e)
         if len(s) != n + 1:
             raise ValueError(f"an episode chunk of {n} steps has {len(s)} scored frames; expected {n + 1}")
         env.append(np.array(e.get_rewards(), dtype=np.float64, copy=True))  # a copy: get_rewards may be a view
-        new = learned_rewards(s, scale, form, gamma)
+        new = learned_rewards(s, settings)
         if n:
             data = e.rewards.data  # a runner's episodes arrive unpickled with read-only arrays
             if isinstance(data, np.ndarray) and not data.flags.writeable:

@@ -174,10 +174,10 @@ class TrainRun:
     def build(self) -> None:
         from vla_rl.checkpoints import point_best
         from vla_rl.rl.algorithm import build_config
+        from vla_rl.rl.episodes import LearnedRewardSettings
 
         cfg = self.cfg
         self.algo = algo = build_config(cfg, self.env_config, str(Path(cfg.policy).resolve())).build_algo()
-        algo.reward_scale, algo.learned_reward, algo.reward_gamma = cfg.reward_scale, cfg.learned_reward, cfg.gamma
         if self.ckpt is not None:
             state = self.saved_state
             algo.restore_from_path(str((self.ckpt / "rllib").resolve()))
@@ -193,14 +193,15 @@ class TrainRun:
         if cfg.reward == "model":
             from reward_models.reward_model import RewardEnsemble
 
-            algo.use_reward_model(RewardEnsemble.load(cfg.reward_model))
+            algo.use_reward_model(RewardEnsemble.load(cfg.reward_model), LearnedRewardSettings.from_train_config(cfg))
         if cfg.reward == "preference":
             from reward_models.labeler_actor import RayLabelers
             from reward_models.online import PreferenceLoop
 
             self.labelers = RayLabelers(cfg.preference, self.out / "pairs" / "vlm_cache")
             algo.attach_preference(PreferenceLoop(cfg.preference, self.out / "pairs", cfg.seed, self.labelers,
-                                                  model=self.init_model, state=self.pref_state))
+                                                  model=self.init_model, state=self.pref_state),
+                                   LearnedRewardSettings.from_train_config(cfg))
         self.sent, self.full = sync_fraction(algo.policy_module())
         self.end = cfg.iterations if not cfg.stop_after else min(cfg.iterations, self.iteration + cfg.stop_after)
         self._announce()
