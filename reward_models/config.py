@@ -46,11 +46,18 @@ class LabelerOptions:
     # with the cause (512 fits RL-VLM-F's two-stage analysis; reasoning models need more).
     max_tokens: int = 512
 
-    def validate_labeler(self, prefix: str = "") -> None:
+    def validate_labeler(self, prefix: str = "", other_processes: bool = False) -> None:
+        """`other_processes`: the labeler will be built in another process (the online loop's Ray actor), where only
+        built-in and entry-point labelers exist."""
         p = prefix
         from reward_models.labelers import labeler_names
 
-        check_choice(f"{p}labeler", self.labeler, labeler_names())
+        names = labeler_names(other_processes)
+        if other_processes and self.labeler not in names and self.labeler in labeler_names():
+            raise ConfigError(f"{p}labeler={self.labeler!r} is registered in this process only; the online loop's "
+                              "labeler runs in a Ray actor — install it under the vla_rl.labelers entry point "
+                              "(docs/preferences.md, 'Adding a labeler')")
+        check_choice(f"{p}labeler", self.labeler, names)
         if self.labeler in ("hf", "openai") and not self.vlm_model:
             raise ConfigError(f"{p}labeler={self.labeler!r} needs --{p}vlm_model (a model directory / hub id / served name)")
         check_range(f"{p}concurrency", self.concurrency, 1, 1024)
@@ -146,7 +153,7 @@ class PreferenceOptions(LabelerOptions):
     holdout: float = 0.1
 
     def validate(self) -> None:
-        self.validate_labeler("preference.")
+        self.validate_labeler("preference.", other_processes=True)
         check_choice("preference.selection", self.selection, SELECTIONS)
         check_range("preference.query_every", self.query_every, 1, 10**6)
         check_range("preference.queries_per_round", self.queries_per_round, 1, 10**6)

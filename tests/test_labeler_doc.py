@@ -67,8 +67,11 @@ def test_vla_rl_reward_label_labels_demo_pairs_with_it(margin, tmp_path):
 
 def test_the_online_loops_labeler_client_uses_it_by_name(margin, tmp_path):
     opts = PreferenceOptions(labeler="progress-margin")
-    opts.validate()  # what `vla-rl train --reward preference --preference.labeler progress-margin` checks
-    client = LocalLabelers(opts, tmp_path)
+    # `vla-rl train` builds the loop's labeler in a Ray actor, where a labeler registered in this process does not
+    # exist: refused before anything is written (an installed entry point is accepted: the next test)
+    with pytest.raises(ConfigError, match=r"registered in this process only.*vla_rl.labelers entry point"):
+        opts.validate()
+    client = LocalLabelers(opts, tmp_path)  # the loop's in-process client (tests) takes it by name
     results = client.result(client.submit([_pair([[0.0], [1.0]])], seed=0))
     assert client.name == "progress-margin" and [r.label for r in results] == [1.0]
 
@@ -99,5 +102,6 @@ def test_an_entry_point_labeler_is_found_by_name(margin, monkeypatch):
 
     monkeypatch.setattr(labelers, "entry_points", lambda group: [EntryPoint()] if group == "vla_rl.labelers" else [])
     LabelerOptions(labeler="from-package").validate_labeler()  # validated before anything is imported
+    PreferenceOptions(labeler="from-package").validate()  # every process knows an entry point: the online loop too
     assert "from-package" not in labelers._FACTORIES
     assert labelers.make_labeler(LabelerOptions(labeler="from-package"), "unused").name == "progress-margin:0.5"

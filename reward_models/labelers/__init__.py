@@ -36,10 +36,12 @@ def register_labeler(name: str, factory: LabelerFactory) -> None:
     _FACTORIES[name] = factory
 
 
-def labeler_names() -> list[str]:
-    """What the `labeler` option takes: the built-in backends, then registered and entry-point labelers."""
+def labeler_names(other_processes: bool = False) -> list[str]:
+    """What the `labeler` option takes: the built-in backends, then registered and entry-point labelers. With
+    `other_processes` (the online loop's labeler runs in a Ray actor) only those every process knows: the built-in and
+    the entry-point ones, not those registered in this process alone."""
     named = [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return list(dict.fromkeys([*BUILTIN_LABELERS, *_FACTORIES, *named]))
+    return list(dict.fromkeys([*BUILTIN_LABELERS, *([] if other_processes else _FACTORIES), *named]))
 
 
 def _registered_factory(name: str) -> LabelerFactory | None:
