@@ -80,22 +80,51 @@ def test_registration_refuses_a_taken_model_type_or_a_wrong_object(vip):
         register_vla_family(Nameless())
 
 
+def _entry_points(monkeypatch, *eps):
+    """Simulate another process whose installed packages name `eps` under the family entry point."""
+    from vla_rl.policy import backbones
+
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group: list(eps) if group == backbones.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(backbones, "_ENTRY_POINTS_LOADED", False)
+
+
+class _EntryPoint:
+    def __init__(self, name, load):
+        self.name, self.value, self._load = name, f"my_package.families:{name}", load
+
+    def load(self):
+        return self._load()
+
+
 def test_the_cli_takes_a_registered_family_and_entry_points_reach_every_process(vip, monkeypatch):
     from vla_rl.config import PolicyOptions
     from vla_rl.policy import backbones
 
     PolicyOptions(family="vipllava", preset="tiny").validate()  # registered in this process: the option takes it
-    family = FAMILIES.pop("vipllava")  # another process: not registered there ...
-
-    class EntryPoint:  # ... but named by an installed package's entry point
-        name = "vipllava"
-
-        def load(self):
-            return family
-
-    monkeypatch.setattr("importlib.metadata.entry_points",
-                        lambda group: [EntryPoint()] if group == backbones.ENTRY_POINT_GROUP else [])
+    family = FAMILIES.pop("vipllava")  # another process: not registered there, but named by an entry point
+    _entry_points(monkeypatch, _EntryPoint("vipllava", lambda: family))
     assert backbones.get_family("vipllava") is family
     FAMILIES.pop("vipllava")
+    _entry_points(monkeypatch, _EntryPoint("vipllava", lambda: family))
     assert "vipllava" in backbones.vla_family_names()
     PolicyOptions(family="vipllava", preset="tiny").validate()
+
+
+def test_a_broken_family_entry_point_is_one_line_naming_it(vip, monkeypatch):
+    from vla_rl.config import PolicyOptions
+    from vla_rl.policy.backbones import BackboneError
+
+    def fail():
+        raise ImportError("No module named 'my_package'")
+
+    _entry_points(monkeypatch, _EntryPoint("broken", fail))
+    with pytest.raises(BackboneError, match=r"vla_rl.vla_families:broken \(my_package.families:broken\) failed "
+                                            r"to load: ImportError: No module named 'my_package'"):
+        PolicyOptions(family="llava", preset="tiny").validate()
+    _entry_points(monkeypatch, _EntryPoint("notafamily", lambda: object()))
+    with pytest.raises(BackboneError, match=r"is a object, not a vla_rl.policy.backbones.Family instance"):
+        PolicyOptions(family="llava", preset="tiny").validate()
+    _entry_points(monkeypatch, _EntryPoint("clash", lambda: LlavaFamily()))  # model_type "llava" is taken
+    with pytest.raises(BackboneError, match=r"model_type 'llava' is taken by another family"):
+        PolicyOptions(family="llava", preset="tiny").validate()

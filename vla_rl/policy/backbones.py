@@ -249,15 +249,32 @@ def register_vla_family(family: Family) -> None:
     FAMILIES[family.model_type] = family
 
 
+_ENTRY_POINTS_LOADED = False
+
+
 def _load_entry_point_families() -> None:
     """Register the `Family` objects installed packages name under the `vla_rl.vla_families` entry point (each
-    entry point loads to a Family instance), so that every process — Ray runners and learners included — knows them."""
+    entry point loads to a Family instance), once per process, so that every process — Ray runners and learners
+    included — knows them. An entry point that fails to load, or names no Family, is a one-line BackboneError."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        family = ep.load()
-        if getattr(family, "model_type", None) not in FAMILIES:
-            register_vla_family(family)
+        try:
+            family = ep.load()
+        except Exception as e:  # an installed package's import error, whatever it is
+            raise BackboneError(f"entry point {ENTRY_POINT_GROUP}:{ep.name} ({ep.value}) failed to load: "
+                                f"{type(e).__name__}: {e}") from None
+        if not isinstance(family, Family):
+            raise BackboneError(f"entry point {ENTRY_POINT_GROUP}:{ep.name} ({ep.value}) is a "
+                                f"{type(family).__name__}, not a vla_rl.policy.backbones.Family instance")
+        if family.model_type in FAMILIES and FAMILIES[family.model_type] is not family:
+            raise BackboneError(f"entry point {ENTRY_POINT_GROUP}:{ep.name} ({ep.value}): model_type "
+                                f"{family.model_type!r} is taken by another family — give it another model_type")
+        FAMILIES[family.model_type] = family
+    _ENTRY_POINTS_LOADED = True
 
 
 def vla_family_names() -> list[str]:
