@@ -126,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     policy.add_lora(r=16, alpha=32)  # as `vla-rl train` starts: B = 0, so the first update's gradient is on B
     policy.eval()
     params = [p for n, p in policy.named_parameters() if p.requires_grad and "value_head" not in n]
-    env_config = {"env_id": policy.spec.train_env, "env_options": dict(policy.spec.train_env_options or {}),
-                  "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
-                  "reward": "shaped", "seed": args.seed,
-                  "bootstrap_time_limit": False, "privileged_obs": False}
+    from vla_rl.rl.env import RLEnvSettings
+
+    env_config = RLEnvSettings(env_id=policy.spec.train_env, env_options=dict(policy.spec.train_env_options or {}),
+                               action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size,
+                               reward="shaped", seed=args.seed, bootstrap_time_limit=False,
+                               privileged_obs=False).as_dict()
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     seeds = [int(s) for s in np.random.default_rng(args.seed).integers(0, 2**31 - 1, args.groups)]

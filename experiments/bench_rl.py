@@ -45,9 +45,11 @@ def machine() -> dict:
 
 
 def _env_config(policy, reward="shaped", seed=0) -> dict:
-    return {"env_id": policy.spec.train_env, "env_options": dict(policy.spec.train_env_options or {}),
-            "action_tokenizer": policy.action_tokenizer.to_dict(), "chunk_size": policy.spec.chunk_size,
-            "reward": reward, "seed": seed, "bootstrap_time_limit": False, "privileged_obs": False}
+    from vla_rl.rl.env import RLEnvSettings
+
+    return RLEnvSettings(env_id=policy.spec.train_env, env_options=dict(policy.spec.train_env_options or {}),
+                         action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size,
+                         reward=reward, seed=seed, bootstrap_time_limit=False, privileged_obs=False).as_dict()
 
 
 def _train_config(args):
@@ -88,9 +90,11 @@ def chunking(args) -> dict:
     arms = {"K1": (1, True), f"K{args.chunk}_render_skip": (args.chunk, False), f"K{args.chunk}_render_every": (args.chunk, True)}
     policies = {c: build_policy(at, state_dim=spec.state_dim, image_size=(64, 64), family="llava", preset="small",
                                 chunk_size=c, seed=0).eval() for c in {1, args.chunk}}
-    configs = {name: {"env_id": args.env, "env_options": {"image_size": 64}, "action_tokenizer": at.to_dict(),
-                      "chunk_size": c, "reward": "shaped", "seed": 0, "render_inner_steps": every,
-                      "bootstrap_time_limit": False, "privileged_obs": False}
+    from vla_rl.rl.env import RLEnvSettings
+
+    configs = {name: RLEnvSettings(env_id=args.env, env_options={"image_size": 64}, action_tokenizer=at.to_dict(),
+                                   chunk_size=c, reward="shaped", seed=0, render_inner_steps=every,
+                                   bootstrap_time_limit=False, privileged_obs=False).as_dict()
                for name, (c, every) in arms.items()}
     for name, (c, _) in arms.items():  # warm-up
         bare_loop(policies[c], configs[name], 2, args.envs)

@@ -28,10 +28,10 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 class _Progress:
-    """The reference row: "rewards" that are the privileged progress itself (a reward model with no error)."""
+    """The reference row: "rewards" that are the privileged progress itself (a reward model with no error); `quality`
+    hands it each episode's progress before asking for its rewards."""
 
-    def __init__(self):
-        self.episodes = None
+    current: np.ndarray
 
     def reward(self, obs):
         return self.current

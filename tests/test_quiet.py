@@ -1,4 +1,4 @@
-"""vla_rl/base/quiet.py drops exactly the two known framework messages, emitted here by the libraries themselves."""
+"""vla_rl/base/quiet.py drops exactly the three known framework messages, emitted here by the libraries themselves."""
 
 from __future__ import annotations
 

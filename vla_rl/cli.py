@@ -65,7 +65,7 @@ def _load(path: str):
 def main(argv: Sequence[str] | None = None) -> int:
     from vla_rl.base.quiet import silence_framework_noise
 
-    silence_framework_noise()  # two known framework messages, in the driver (vla_rl/base/quiet.py)
+    silence_framework_noise()  # three known framework messages, in the driver (vla_rl/base/quiet.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -134,14 +134,15 @@ class VLARLModule(TorchRLModule, ValueFunctionAPI):
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         with torch.no_grad():  # overriding drops the base class's no_grad
             out = self.policy.act(batch[Columns.OBS], temperature=self.temperature, generator=self.generator)
-        return {Columns.ACTIONS: self._bins(out.tokens), Columns.ACTION_LOGP: out.logp_sum, SAMPLED_TOKEN_LOGP: out.logp}
+        return {Columns.ACTIONS: self._bins(out.tokens), Columns.ACTION_LOGP: out.logp_sum,
+                SAMPLED_TOKEN_LOGP: out.logp}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         self.policy.eval()  # forward_train calls train(); keep sampling's numerics (no dropout anywhere)
         ev = self.policy.evaluate(batch[Columns.OBS], self._tokens(batch[Columns.ACTIONS]), self.temperature)
         value = ev.value if self.critic is None else self._privileged_values(batch[Columns.OBS])
-        return {Columns.ACTION_LOGP: ppo_math.decision_logp(ev.logp), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy, BIN_LOGP: ev.bin_logp,
-                Columns.EMBEDDINGS: value}
+        return {Columns.ACTION_LOGP: ppo_math.decision_logp(ev.logp), TOKEN_LOGP: ev.logp, ENTROPY: ev.entropy,
+                BIN_LOGP: ev.bin_logp, Columns.EMBEDDINGS: value}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         if embeddings is not None:  # the train forward already computed them (with grad)
