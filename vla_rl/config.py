@@ -174,8 +174,8 @@ def load_config(config_class: type[T], path: str | Path) -> T:
 class PolicyOptions:
     """Which VLA to build (when training from scratch) or load."""
 
-    # Model family of the from-config VLA: "llava" (SigLIP + Llama), "idefics3" (SmolVLM-style) or "paligemma"
-    # (SigLIP + Gemma, pi0's backbone).
+    # Model family of the from-config VLA: "llava" (SigLIP + Llama), "idefics3" (SmolVLM-style), "paligemma"
+    # (SigLIP + Gemma, pi0's backbone) or "qwen2_5_vl" (Qwen2.5-VL: windowed ViT + Qwen2).
     family: str = "llava"
     # Size preset of the from-config VLA: "tiny" (tests) or "small" (CPU default, ~4.7 M parameters).
     preset: str = "small"

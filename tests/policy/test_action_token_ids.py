@@ -101,7 +101,7 @@ def test_a_config_image_token_inside_the_base_vocabulary_is_avoided_too(tmp_path
     assert action_token_offset(processor, model, 256, "x") == processor.tokenizer.vocab_size - 10 - 256
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma", "qwen2_5_vl"])
 def test_from_config_policies_keep_the_last_ids(tiny_policy, tmp_path, family):
     """The project's tokenizer ends with its own <act_NNN> tokens: the rule keeps build_policy's offset (every saved
     policy and benchmark keeps its ids), and a saved base loads through policy_from_hf with the same ids."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "qwen2_5_vl"])
 def test_checkpointed_evaluate_recomputes_layers_with_the_same_gradients(tiny_policy, obs_batch, family):
     from transformers.modeling_layers import GradientCheckpointingLayer
 

@@ -15,7 +15,7 @@ def _perturb_all(policy, seed=0):
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma", "qwen2_5_vl"])
 @pytest.mark.parametrize("lora", [False, True])
 def test_save_load_round_trip_is_exact(tiny_policy, obs_batch, tmp_path, family, lora):
     policy = tiny_policy(family=family, chunk_size=2)
@@ -56,7 +56,7 @@ def test_adapter_loads_with_peft_alone(tiny_policy, tmp_path):
         assert torch.equal(v, ours[k]), k
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma", "qwen2_5_vl"])
 def test_hf_checkpoint_loads_through_the_same_path(tiny_policy, obs_batch, tmp_path, family):
     """A plain HF directory (what the hub serves) becomes a VLA with the last 256 ids as actions."""
     built = tiny_policy(family=family, use_state=False)
@@ -132,7 +132,7 @@ def test_saving_over_an_existing_policy_replaces_it_whole(tiny_policy, tmp_path)
     assert not loaded.has_lora
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma", "qwen2_5_vl"])
 def test_decoding_runs_the_same_kernels_whether_or_not_weights_require_grad(tiny_policy, obs_batch, family):
     """The cause of a round-trip failure seen on some CPUs: torch's matmul folds a strided 3-D input
     into mm when the 2-D weight requires grad and uses bmm otherwise, even under no_grad — so a

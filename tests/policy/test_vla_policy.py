@@ -15,7 +15,7 @@ def _perturb(module, seed=1, scale=0.5):
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "paligemma", "qwen2_5_vl"])
 @pytest.mark.parametrize("chunk_size", [1, 3])
 def test_evaluate_logp_equals_act_logp(tiny_policy, obs_batch, family, chunk_size):
     policy = tiny_policy(family=family, chunk_size=chunk_size)

@@ -4,9 +4,10 @@ A family knows three things the generic policy cannot guess: how to build a smal
 architecture from configs (no download), which placeholder text marks the image in a prompt (the
 processor expands it to the right number of image tokens), and the shape of `pixel_values`.
 Supported: LLaVA (SigLIP vision tower + Llama LM, the default), Idefics3/SmolVLM (SigLIP +
-pixel-shuffle connector + Llama LM) and PaliGemma (SigLIP + linear projector + Gemma LM, pi0's
+pixel-shuffle connector + Llama LM), PaliGemma (SigLIP + linear projector + Gemma LM, pi0's
 backbone; a prefix-LM, so its family also marks prompt vs action tokens: `sequence_kwargs`, and
-lists the tokens its processor adds: `processor_tokens`). Any checkpoint of these architectures loads through
+lists the tokens its processor adds: `processor_tokens`) and Qwen2.5-VL (windowed ViT + patch merger + Qwen2 LM;
+flattened patches in `pixel_kwargs`, 3-D M-RoPE positions: `position_ids`). Any checkpoint of these architectures loads through
 `vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md, "Adding a VLA family").
 """
 
@@ -68,9 +69,23 @@ class Family(ABC):
         """The `images=` argument the processor expects for one prompt with one image."""
         return [image]
 
-    def pixel_kwargs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model kwargs for normalised images `(B, 3, H, W)`."""
+    def pixel_kwargs(self, pixel_values: torch.Tensor, config) -> dict[str, torch.Tensor]:
+        """Model kwargs for normalised images `(B, 3, H, W)` (`config`: the HF model's)."""
         return {"pixel_values": pixel_values}
+
+    def position_ids(self, positions: torch.Tensor, input_ids: torch.Tensor, pixels: dict[str, torch.Tensor],
+                     config) -> torch.Tensor:
+        """The model's `position_ids` for left-padded prompts `input_ids` `(B, P)` whose 1-D positions (from the
+        attention mask) are `positions`, with `pixels` = `pixel_kwargs(...)`. The policy numbers later tokens from
+        the last prompt position + 1, + 2, ... along the last axis. The 1-D positions by default; Qwen2.5-VL: 3-D
+        M-RoPE positions `(3, B, P)`."""
+        return positions
+
+    def load_processor(self, path, **kwargs):
+        """The processor of a checkpoint (a policy's `base/`, an HF directory or hub id); kwargs: `from_pretrained`'s."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, **kwargs)
 
     def adapt_processor(self, processor, image_size: int) -> None:
         """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
@@ -161,7 +176,7 @@ class Idefics3Family(Family):
         processor.image_processor.size = {"longest_edge": image_size}
         processor.image_processor.max_image_size = {"longest_edge": image_size}
 
-    def pixel_kwargs(self, pixel_values):
+    def pixel_kwargs(self, pixel_values, config):
         return {"pixel_values": pixel_values[:, None]}  # (B, num_images=1, 3, H, W)
 
 
@@ -227,8 +242,85 @@ class PaliGemmaFamily(Family):
         return {"token_type_ids": token_type_ids}
 
 
+class Qwen2_5_VLFamily(Family):
+    """Qwen2.5-VL (windowed-attention ViT + 2x2 patch merger + Qwen2 LM), through the generic policy path.
+
+    - **Pixels**: flattened patches `(B*gh*gw, C*T*p*p)` + `image_grid_thw` `(B, 3)`, laid out by `pixel_kwargs` as
+      the image processor does (tested). A 64 px image at patch 16: 4x4 patches, merged 2x2 into 4 image tokens.
+    - **M-RoPE**: image tokens get (temporal, row, column) positions; the text after the image continues from the
+      image's larger side. transformers derives them from `input_ids` (`get_rope_index`); given only `inputs_embeds`
+      (the policy's <state> path) it reuses the `rope_deltas` its last call left on the model, or 1-D positions that
+      ignore the padding. So `position_ids` passes them, computed from the left-padded prompt (equal to
+      `get_rope_index`, tested); action tokens are text: +1 per cached step in `act`, +1, +2, ... in `evaluate`.
+    - **Vocabulary**: the prompt opens with `<|vision_start|><|image_pad|><|vision_end|>`; those and `<|video_pad|>`
+      (whose embedding the model looks up) are `processor_tokens`. `vision_config.image_size` records the size.
+    - **Processor**: the stock one needs torchvision for videos; `load_processor` loads `Qwen2_5_VLImageProcessor`.
+    """
+
+    model_type = "qwen2_5_vl"
+    image_placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
+    processor_tokens = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    merge_size = 2
+    temporal_patch_size = 2
+
+    def build(self, preset, image_size, tokenizer):
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        from vla_rl.policy.qwen2_5_vl import Qwen2_5_VLImageProcessor
+
+        unit = preset.patch_size * self.merge_size
+        if image_size % unit:
+            raise BackboneError(f"qwen2_5_vl needs the image size divisible by patch size x merge size = {unit}, "
+                                f"got {image_size}")
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))}
+        # Windows of 2x2 merged tokens (Qwen's 112 px = 4x4 at patch 14); full attention in the last layer only.
+        vision = dict(depth=preset.vision_layers, hidden_size=preset.vision_hidden,
+                      intermediate_size=4 * preset.vision_hidden, num_heads=preset.vision_heads,
+                      patch_size=preset.patch_size, spatial_merge_size=self.merge_size,
+                      temporal_patch_size=self.temporal_patch_size, window_size=2 * unit,
+                      fullatt_block_indexes=[preset.vision_layers - 1] if preset.vision_layers > 1 else [],
+                      out_hidden_size=preset.text_hidden, image_size=image_size)
+        half = preset.text_hidden // preset.text_heads // 2  # M-RoPE splits a head's frequencies 2:3:3 (Qwen's 16:24:24)
+        text = dict(vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
+                    intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
+                    num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_heads,
+                    max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                     "mrope_section": [half - 6 * (half // 8), 3 * (half // 8), 3 * (half // 8)]})
+        config = Qwen2_5_VLConfig(vision_config=vision, text_config=text, **ids)
+        image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": image_size ** 2, "longest_edge": image_size ** 2},
+                                                   patch_size=preset.patch_size, merge_size=self.merge_size,
+                                                   temporal_patch_size=self.temporal_patch_size)
+        return Qwen2_5_VLForConditionalGeneration(config), Qwen2_5_VLImageProcessor(image_processor, tokenizer)
+
+    def pixel_kwargs(self, pixel_values, config):
+        from vla_rl.policy.qwen2_5_vl import flatten_patches
+
+        v = config.vision_config
+        flat, grid = flatten_patches(pixel_values, v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
+        return {"pixel_values": flat, "image_grid_thw": grid}
+
+    def position_ids(self, positions, input_ids, pixels, config):
+        from vla_rl.policy.qwen2_5_vl import mrope_position_ids
+
+        return mrope_position_ids(positions, input_ids, pixels["image_grid_thw"], config.image_token_id,
+                                  config.vision_config.spatial_merge_size)
+
+    def load_processor(self, path, **kwargs):
+        from vla_rl.policy.qwen2_5_vl import Qwen2_5_VLImageProcessor
+
+        kwargs.pop("trust_remote_code", None)  # a transformers class: no remote code
+        return Qwen2_5_VLImageProcessor.from_pretrained(path, **kwargs)
+
+
 FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family(),
-                               "paligemma": PaliGemmaFamily()}
+                               "paligemma": PaliGemmaFamily(), "qwen2_5_vl": Qwen2_5_VLFamily()}
 
 
 ENTRY_POINT_GROUP = "vla_rl.vla_families"  # an installed package's Family instances, loaded when first asked for

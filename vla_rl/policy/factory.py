@@ -47,7 +47,7 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
     (`action_token_offset`): for Llama-based checkpoints OpenVLA's ids, `tokenizer.vocab_size - 256`.
     `trust_remote_code` is passed through only when the caller sets it.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     from vla_rl.base.hub import check_model_source
     from vla_rl.policy.backbones import FAMILIES
@@ -60,11 +60,11 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
         raise PolicyError(f"{name_or_path}: cannot load the model config ({' '.join(str(e).split())[:300]})") from None
     if model_type not in FAMILIES:  # refused before any weight is read
         raise PolicyError(f"{name_or_path}: model_type {model_type!r} is not supported as a VLA backbone; supported: "
-                          f"{sorted(FAMILIES)} (LLaVA, Idefics3/SmolVLM and PaliGemma architectures)")
+                          f"{sorted(FAMILIES)} (LLaVA, Idefics3/SmolVLM, PaliGemma and Qwen2.5-VL architectures)")
     try:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                             trust_remote_code=trust_remote_code)
-        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        processor = get_family(model_type).load_processor(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({' '.join(str(e).split())[:300]})") from None
     get_family(model.config.model_type).adapt_processor(processor, int(model.config.vision_config.image_size))

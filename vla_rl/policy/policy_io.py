@@ -198,8 +198,8 @@ def _spec_from_index(spec_d: dict, where: Path) -> PolicySpec:
         raise PolicyError(f"{where}: field 'spec' is invalid ({e})") from None
 
 
-def _check_architecture(base: Path) -> None:
-    """Refuse an unsupported model family from the base's config.json, before any weight is read."""
+def _check_architecture(base: Path) -> str:
+    """The base's model_type (config.json); an unsupported model family is refused before any weight is read."""
     import json
 
     from vla_rl.policy.backbones import FAMILIES
@@ -211,12 +211,15 @@ def _check_architecture(base: Path) -> None:
         raise PolicyError(f"{config}: cannot be read as a transformers config ({e})") from None
     if model_type not in FAMILIES:
         raise PolicyError(f"{config}: field 'model_type'={model_type!r} is not supported; supported: {sorted(FAMILIES)}")
+    return model_type
 
 
 def load_policy(path: str | Path, trainable: bool = False, device: str | torch.device = "cpu") -> VLAPolicy:
     from safetensors.torch import load_file
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
+
+    from vla_rl.policy.backbones import get_family
 
     hf_logging.disable_progress_bar()
     path = Path(path)
@@ -232,9 +235,9 @@ def load_policy(path: str | Path, trainable: bool = False, device: str | torch.d
                           f"{path / INDEX} field 'spec.action_dim' is {spec.action_dim} — the two files do not belong "
                           "together; save the policy again")
     base = base_dir(path, index)
-    _check_architecture(base)
+    family = get_family(_check_architecture(base))
     model = AutoModelForImageTextToText.from_pretrained(base, local_files_only=True)
-    processor = AutoProcessor.from_pretrained(base, local_files_only=True)
+    processor = family.load_processor(base, local_files_only=True)
     if (path / "adapter").is_dir():
         from peft import PeftModel
 

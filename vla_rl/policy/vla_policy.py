@@ -35,7 +35,8 @@ OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # LoRA targets: the language model's projections (vision tower only when asked).
 LM_LORA_TARGETS = r".*(language_model|text_model)\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-VISION_LORA_TARGETS = r".*(vision_tower|vision_model)\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+VISION_LORA_TARGETS = (r".*(vision_tower|vision_model)\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+                       r"|.*visual\.blocks\..*\.(qkv|proj|gate_proj|up_proj|down_proj)")  # Qwen2.5-VL's ViT
 
 
 class PolicyError(VLARLError):
@@ -247,8 +248,10 @@ class VLAPolicy(nn.Module):
         image = torch.as_tensor(np.asarray(obs["image"]), device=device)
         ip = self.processor.image_processor
         pixels = normalize_images(image, self.vision_image_size, ip.image_mean, ip.image_std, dtype)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return {"embeds": embeds, "mask": mask, "positions": positions, "pixels": self.family.pixel_kwargs(pixels)}
+        config = self.base_model.config
+        pixels = self.family.pixel_kwargs(pixels, config)
+        positions = self.family.position_ids((mask.cumsum(-1) - 1).clamp(min=0), ids, pixels, config)
+        return {"embeds": embeds, "mask": mask, "positions": positions, "pixels": pixels}
 
     # --- the two passes ---------------------------------------------------------------------------
     def _forward(self, embeds, mask, positions, pixels=None, past=None, use_cache: bool = False, n_action: int = 0):
@@ -284,7 +287,7 @@ class VLAPolicy(nn.Module):
         x = self.prepare(obs)
         out = self._forward(x["embeds"], x["mask"], x["positions"], x["pixels"], use_cache=True)
         value = self.value_head(out.last_hidden_state[:, -1])
-        mask, position = x["mask"], x["positions"][:, -1:]
+        mask, position = x["mask"], x["positions"][..., -1:]  # positions: (B, P), or (3, B, P) for M-RoPE
         embed = self.model.get_input_embeddings()
         tokens, logps, probs = [], [], []
         n = self.spec.n_action_tokens
@@ -323,7 +326,7 @@ class VLAPolicy(nn.Module):
         embeds = torch.cat([x["embeds"], self.model.get_input_embeddings()(follow)], dim=1)
         mask = torch.cat([x["mask"], x["mask"].new_ones(follow.shape)], dim=1)
         steps = torch.arange(1, follow.shape[1] + 1, device=self.device)
-        positions = torch.cat([x["positions"], x["positions"][:, -1:] + steps], dim=1)
+        positions = torch.cat([x["positions"], x["positions"][..., -1:] + steps], dim=-1)
         with self._checkpointing_layers():
             out = self._forward(embeds, mask, positions, x["pixels"], n_action=follow.shape[1])
         logp_all = self._bin_logp(out.last_hidden_state[:, -n:], temperature)
