@@ -145,7 +145,7 @@ class FrozenVisionTower:
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
-        from vla_rl.policy.backbones import normalize_unit_images
+        from vla_rl.policy.images import normalize_unit_images
 
         x = normalize_unit_images(images01, self.size, self.mean, self.std, next(self.tower.parameters()).dtype)
         return self.tower(pixel_values=x).last_hidden_state.mean(1).float()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vla_rl.policy import PolicyError
-from vla_rl.policy.backbones import normalize_images
+from vla_rl.policy.images import normalize_images
 
 
 def _perturb(module, seed=1, scale=0.5):

@@ -26,7 +26,8 @@ from torch import nn
 
 from vla_rl.base.errors import VLARLError
 from vla_rl.policy.action_tokenizer import ActionTokenizer
-from vla_rl.policy.backbones import get_family, normalize_images
+from vla_rl.policy.backbones import get_family
+from vla_rl.policy.images import normalize_images
 from vla_rl.policy.sampling import sample_categorical
 from vla_rl.policy.text_tokenizer import STATE_TOKEN
 from vla_rl.policy.value_head import ValueHead
