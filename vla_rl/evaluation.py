@@ -84,76 +84,96 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
                  progress=None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
     """Run `episodes` episodes; returns per-episode records and annotated frames of the first `record`.
 
-    `progress` (a tqdm bar) counts env steps out of episodes × max_episode_steps: an episode that
+    Episode i starts from seed + i in whichever of `num_envs` envs is free; each decision acts on a batch of the
+    running envs. `progress` (a tqdm bar) counts env steps out of episodes × max_episode_steps: an episode that
     ends early adds its unused steps, so the bar moves with every decision and ends at 100 %.
     """
-    from vla_rl.video import annotate
-
     options = options or EnvOptions()
     check_env_fits(policy, env_id, options)
-    num_envs = max(1, min(num_envs, episodes))
-    slots = [_Slot(make_env(env_id, options)) for _ in range(num_envs)]
-    generator = torch.Generator().manual_seed(seed)
-    records: list[dict] = [{} for _ in range(episodes)]
-    videos: dict[int, list[np.ndarray]] = {}
-    next_episode = 0
-
-    def start(slot: _Slot) -> None:
-        nonlocal next_episode
-        if next_episode >= episodes:
-            slot.episode = -1
-            return
-        slot.episode, next_episode = next_episode, next_episode + 1
-        slot.obs, _ = slot.env.reset(seed=seed + slot.episode)
-        slot.ret, slot.length, slot.success, slot.frames = 0.0, 0, False, []
-        if slot.episode < record:
-            slot.frames.append(annotate(slot.obs["image"], [f"episode {slot.episode} seed {seed + slot.episode}"]))
-
+    runner = _EpisodeRunner(policy, episodes, seed, greedy, temperature, record, progress)
+    slots = [_Slot(make_env(env_id, options)) for _ in range(max(1, min(num_envs, episodes)))]
     try:
         for s in slots:
-            start(s)
+            runner.start(s)
         while any(s.episode >= 0 for s in slots):
-            active = [s for s in slots if s.episode >= 0]
-            batch = {k: np.stack([s.obs[k] for s in active]) for k in ("image", "state", "instruction")}
-            out = policy.act(batch, temperature=temperature, greedy=greedy, generator=generator)
-            for j, s in enumerate(active):
-                done = False
-                for k in range(policy.spec.chunk_size):
-                    action = out.actions[j, k]
-                    # Render only the frames a decision (or a video) sees: the chunk's last step; an episode that ends
-                    # inside the chunk is reset next, so its last frame is never used (see envs.chunking).
-                    s.env.render_observations = s.episode < record or k == policy.spec.chunk_size - 1
-                    s.obs, reward, term, trunc, info = s.env.step(action)
-                    s.ret += float(reward)
-                    s.length += 1
-                    if progress is not None:
-                        progress.update(1)
-                    s.success = s.success or bool(info["success"])
-                    if s.episode < record:
-                        d = policy.spec.action_dim
-                        prob = out.bin_prob[j, k * d:(k + 1) * d].mean().item()
-                        s.frames.append(annotate(s.obs["image"], [
-                            f"step {s.length}  value {out.value[j].item():+.2f}",
-                            "a=" + " ".join(f"{x:+.2f}" for x in action),
-                            f"p(token) {prob:.2f}  {'SUCCESS' if s.success else ''}"]))
-                    if term or trunc:
-                        done = True
-                        break
-                s.env.render_observations = True
-                if done:
-                    records[s.episode] = {"episode": s.episode, "seed": seed + s.episode, "success": s.success,
-                                          "return": s.ret, "length": s.length}
-                    if s.episode < record:
-                        videos[s.episode] = s.frames
-                    if progress is not None:
-                        progress.update(max(0, s.env.max_episode_steps - s.length))
-                        done_eps = sum(1 for r in records if r)
-                        progress.set_postfix(episodes=done_eps, success=f"{sum(r['success'] for r in records if r) / done_eps:.2f}")
-                    start(s)
+            runner.decide([s for s in slots if s.episode >= 0])
     finally:
         for s in slots:
             s.env.close()
-    return records, videos
+    return runner.records, runner.videos
+
+
+class _EpisodeRunner:
+    """The state of one `run_episodes` call: which episode starts next, the records and videos so far."""
+
+    def __init__(self, policy, episodes: int, seed: int, greedy: bool, temperature: float, record: int, progress):
+        self.policy, self.episodes, self.seed, self.record, self.progress = policy, episodes, seed, record, progress
+        self.greedy, self.temperature = greedy, temperature
+        self.generator = torch.Generator().manual_seed(seed)
+        self.records: list[dict] = [{} for _ in range(episodes)]
+        self.videos: dict[int, list[np.ndarray]] = {}
+        self.next_episode = 0
+
+    def start(self, slot: _Slot) -> None:
+        """The slot's env starts the next episode (or retires when none is left)."""
+        from vla_rl.video import annotate
+
+        if self.next_episode >= self.episodes:
+            slot.episode = -1
+            return
+        slot.episode, self.next_episode = self.next_episode, self.next_episode + 1
+        slot.obs, _ = slot.env.reset(seed=self.seed + slot.episode)
+        slot.ret, slot.length, slot.success, slot.frames = 0.0, 0, False, []
+        if slot.episode < self.record:
+            slot.frames.append(annotate(slot.obs["image"], [f"episode {slot.episode} seed {self.seed + slot.episode}"]))
+
+    def decide(self, active: list[_Slot]) -> None:
+        """One decision for every running env: act on the batch, step each env through its chunk."""
+        batch = {k: np.stack([s.obs[k] for s in active]) for k in ("image", "state", "instruction")}
+        out = self.policy.act(batch, temperature=self.temperature, greedy=self.greedy, generator=self.generator)
+        for j, s in enumerate(active):
+            if self._step_chunk(s, out, j):
+                self._finish(s)
+                self.start(s)
+
+    def _step_chunk(self, s: _Slot, out, j: int) -> bool:
+        """Step the slot's env through decision j's chunk; True when its episode ended inside it."""
+        from vla_rl.video import annotate
+
+        chunk, d = self.policy.spec.chunk_size, self.policy.spec.action_dim
+        try:
+            for k in range(chunk):
+                action = out.actions[j, k]
+                # Render only the frames a decision (or a video) sees: the chunk's last step; an episode that ends
+                # inside the chunk is reset next, so its last frame is never used (see envs.chunking).
+                s.env.render_observations = s.episode < self.record or k == chunk - 1
+                s.obs, reward, term, trunc, info = s.env.step(action)
+                s.ret += float(reward)
+                s.length += 1
+                if self.progress is not None:
+                    self.progress.update(1)
+                s.success = s.success or bool(info["success"])
+                if s.episode < self.record:
+                    prob = out.bin_prob[j, k * d:(k + 1) * d].mean().item()
+                    s.frames.append(annotate(s.obs["image"], [
+                        f"step {s.length}  value {out.value[j].item():+.2f}",
+                        "a=" + " ".join(f"{x:+.2f}" for x in action),
+                        f"p(token) {prob:.2f}  {'SUCCESS' if s.success else ''}"]))
+                if term or trunc:
+                    return True
+            return False
+        finally:
+            s.env.render_observations = True
+
+    def _finish(self, s: _Slot) -> None:
+        self.records[s.episode] = {"episode": s.episode, "seed": self.seed + s.episode, "success": s.success,
+                                   "return": s.ret, "length": s.length}
+        if s.episode < self.record:
+            self.videos[s.episode] = s.frames
+        if self.progress is not None:
+            self.progress.update(max(0, s.env.max_episode_steps - s.length))
+            done = [r for r in self.records if r]
+            self.progress.set_postfix(episodes=len(done), success=f"{sum(r['success'] for r in done) / len(done):.2f}")
 
 
 def summarize(records: list[dict]) -> dict[str, Any]:
