@@ -102,18 +102,11 @@ class VLAPPOLearner(PPOTorchLearner):
 
     # --- the loss ----------------------------------------------------------------------------------
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        """PPO's clipped surrogate (per decision, token or sequence ratio) + vf_coef x value loss + beta x the exact KL
+        to the reference per decision - entropy_coef x entropy; the value loss alone during the critic warm-up."""
         cfg = self.settings
         mask = batch[Columns.LOSS_MASK].float() if Columns.LOSS_MASK in batch else None
-        logp_new, logp_old = fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP]
-        advantages = batch[Postprocessing.ADVANTAGES]
-        if cfg.ratio == "token":
-            pg_loss, ratio, clipfrac = ppo_math.token_clipped_surrogate(
-                fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
-        elif cfg.ratio == "sequence":
-            pg_loss, ratio, clipfrac = ppo_math.sequence_clipped_surrogate(
-                fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, config.clip_param, mask)
-        else:
-            pg_loss, ratio, clipfrac = ppo_math.clipped_surrogate(logp_new, logp_old, advantages, config.clip_param, mask)
+        pg_loss, ratio, clipfrac = self._surrogate(batch, fwd_out, config.clip_param, mask)
         values = fwd_out[Columns.EMBEDDINGS]
         vf_loss = ppo_math.value_loss(values, values, batch[Postprocessing.VALUE_TARGETS], None, mask)
         if REF_BIN_LOGP in batch:
@@ -128,46 +121,70 @@ class VLAPPOLearner(PPOTorchLearner):
             total = vf_coef * vf_loss
         else:
             total = pg_loss + vf_coef * vf_loss + beta * kl_decision - entropy_coef * entropy
-
         with torch.no_grad():
-            n_tok = kl_tokens.shape[-1]
-            kl_per_token = float(kl_decision) / n_tok
-            if math.isfinite(kl_per_token):
-                self._kl_sum += kl_per_token
-                self._kl_rows += 1
-                self._kl_samples += int(mask.sum()) if mask is not None else len(kl_tokens)
-            stats = {
-                "losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
-                "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac),
-                "policy/approx_kl": float(ppo_math.approx_kl(logp_new, logp_old, mask)),  # per decision
-                "value/explained_variance": ppo_math.explained_variance(values, batch[Postprocessing.VALUE_TARGETS], mask),
-                "value/mean": float(ppo_math.masked_mean(values, mask)),
-                "kl/ref_per_token": kl_per_token,
-                "kl/beta": beta,
-            }
-            if SAMPLED_TOKEN_LOGP in batch:
-                log_r = fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]
-                stats["policy/approx_kl_per_token"] = float(ppo_math.masked_mean((log_r.exp() - 1.0 - log_r).mean(-1), mask))
-                target = cfg.target_kl
-                if target and stats["policy/approx_kl_per_token"] > 1.5 * target:
-                    self._kl_stopped = True  # this minibatch's step and every later one leave LoRA alone
-            stats["policy/kl_stopped_steps"] = float(self._kl_stopped)
+            stats = {"losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
+                     "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac), "kl/beta": beta,
+                     **self._kl_stats(kl_decision, kl_tokens.shape[-1], len(kl_tokens), mask),
+                     **self._step_stats(batch, fwd_out, values, mask)}
             if self._first_minibatch:
-                # On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from
-                # the policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not).
-                dev = (ratio - 1.0).abs()
-                stats["policy/first_ratio_max_dev"] = float(dev[mask.bool()].max() if mask is not None else dev.max())
-                if SAMPLED_TOKEN_LOGP in batch:  # the sampler's per-token log-probs match the learner's too
-                    tok = (fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]).abs()
-                    stats["policy/first_token_logp_max_dev"] = float(tok[mask.bool()].max() if mask is not None else tok.max())
-                token_logp = fwd_out[TOKEN_LOGP]
-                ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
-                stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask))
-                stats["kl/k3_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask))
+                stats.update(self._first_minibatch_stats(batch, fwd_out, ratio, mask))
                 self._first_minibatch = False
         for key, value in stats.items():
             self.metrics.log_value((module_id, key), value, reduce="mean", window=None if key != "kl/beta" else 1)
         return total
+
+    def _surrogate(self, batch, fwd_out, clip: float, mask):
+        """(loss, ratio, clipfrac) of the configured ratio: per decision (the sum of its token log-probs), per token, or
+        per sequence (GSPO's length-normalised one)."""
+        advantages = batch[Postprocessing.ADVANTAGES]
+        if self.settings.ratio == "token":
+            return ppo_math.token_clipped_surrogate(fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages, clip,
+                                                    mask)
+        if self.settings.ratio == "sequence":
+            return ppo_math.sequence_clipped_surrogate(fwd_out[TOKEN_LOGP], batch[SAMPLED_TOKEN_LOGP], advantages,
+                                                       clip, mask)
+        return ppo_math.clipped_surrogate(fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP], advantages, clip,
+                                          mask)
+
+    def _kl_stats(self, kl_decision, n_tok: int, rows: int, mask) -> dict[str, float]:
+        """The KL to the reference per token; also counted for the adaptive controller (once per update's rows)."""
+        kl_per_token = float(kl_decision) / n_tok
+        if math.isfinite(kl_per_token):
+            self._kl_sum += kl_per_token
+            self._kl_rows += 1
+            self._kl_samples += int(mask.sum()) if mask is not None else rows
+        return {"kl/ref_per_token": kl_per_token}
+
+    def _step_stats(self, batch, fwd_out, values, mask) -> dict[str, float]:
+        """How far this step moved from the sampler (and the target-KL stop), and the critic's fit."""
+        logp_new, logp_old = fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP]
+        stats = {"policy/approx_kl": float(ppo_math.approx_kl(logp_new, logp_old, mask)),  # per decision
+                 "value/explained_variance": ppo_math.explained_variance(values, batch[Postprocessing.VALUE_TARGETS],
+                                                                         mask),
+                 "value/mean": float(ppo_math.masked_mean(values, mask))}
+        if SAMPLED_TOKEN_LOGP in batch:
+            log_r = fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]
+            stats["policy/approx_kl_per_token"] = float(ppo_math.masked_mean((log_r.exp() - 1.0 - log_r).mean(-1), mask))
+            target = self.settings.target_kl
+            if target and stats["policy/approx_kl_per_token"] > 1.5 * target:
+                self._kl_stopped = True  # this minibatch's step and every later one leave LoRA alone
+        stats["policy/kl_stopped_steps"] = float(self._kl_stopped)
+        return stats
+
+    @staticmethod
+    def _first_minibatch_stats(batch, fwd_out, ratio, mask) -> dict[str, float]:
+        """On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from the
+        policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not)."""
+        dev = (ratio - 1.0).abs()
+        stats = {"policy/first_ratio_max_dev": float(dev[mask.bool()].max() if mask is not None else dev.max())}
+        if SAMPLED_TOKEN_LOGP in batch:  # the sampler's per-token log-probs match the learner's too
+            tok = (fwd_out[TOKEN_LOGP] - batch[SAMPLED_TOKEN_LOGP]).abs()
+            stats["policy/first_token_logp_max_dev"] = float(tok[mask.bool()].max() if mask is not None else tok.max())
+        token_logp = fwd_out[TOKEN_LOGP]
+        ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
+        stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask))
+        stats["kl/k3_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask))
+        return stats
 
     def _optimizers(self) -> list:
         """(name, optimizer) of every module, through RLlib's public accessor."""
