@@ -56,7 +56,7 @@ def naive_act(policy, obs: dict) -> torch.Tensor:
             tokens.append(b)
             embeds = torch.cat([embeds, policy.model.get_input_embeddings()(b[:, None])], 1)
             mask = torch.cat([mask, mask.new_ones(1, 1)], 1)
-            pos = torch.cat([pos, pos[:, -1:] + 1], 1)
+            pos = torch.cat([pos, pos[..., -1:] + 1], -1)  # 1-D or M-RoPE (3-D) positions
         out.append(torch.stack(tokens, 1))
     return torch.cat(out)
 

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from naive_decoding import naive_greedy
 
 from vla_rl.policy import ActionTokenizer, PolicyError, VLAPolicy, build_policy, policy_from_hf
 from vla_rl.policy.backbones import FAMILIES, PaliGemmaFamily
@@ -51,21 +52,9 @@ def test_kv_cached_decoding_equals_a_naive_uncached_loop(pg, obs_batch):
     policy = pg(chunk_size=3)
     obs = obs_batch(4)
     out = policy.act(obs, greedy=True)
-    x = policy.prepare(obs)
-    embeds, mask, pos = x["embeds"], x["mask"], x["positions"]
-    tokens, logps = [], []
-    with torch.no_grad():
-        for _ in range(policy.spec.n_action_tokens):
-            o = policy._forward(embeds, mask, pos, x["pixels"], n_action=len(tokens))
-            logp_all = policy._bin_logp(o.last_hidden_state[:, -1], 1.0)
-            b = logp_all.argmax(-1)
-            tokens.append(b + policy.action_tokenizer.token_offset)
-            logps.append(logp_all.gather(-1, b[:, None]).squeeze(-1))
-            embeds = torch.cat([embeds, policy.model.get_input_embeddings()(tokens[-1][:, None])], 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-            pos = torch.cat([pos, pos[:, -1:] + 1], 1)
-    assert torch.equal(torch.stack(tokens, 1), out.tokens)
-    torch.testing.assert_close(torch.stack(logps, 1), out.logp, atol=1e-5, rtol=0)
+    tokens, logps = naive_greedy(policy, obs)
+    assert torch.equal(tokens, out.tokens)
+    torch.testing.assert_close(logps, out.logp, atol=1e-5, rtol=0)
 
 
 def test_the_prompt_is_a_bidirectional_prefix_and_the_actions_are_causal(pg, obs_batch):

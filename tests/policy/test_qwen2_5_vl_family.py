@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from naive_decoding import naive_greedy
 
 from vla_rl.policy import ActionTokenizer, VLAPolicy, build_policy
 from vla_rl.policy.backbones import BackboneError, Qwen2_5_VLFamily, vla_family_names
@@ -118,21 +119,9 @@ def test_kv_cached_decoding_equals_a_naive_uncached_loop(qwen, obs_batch):
     policy = qwen(chunk_size=3)
     obs = obs_batch(5)
     out = policy.act(obs, greedy=True)
-    x = policy.prepare(obs)
-    embeds, mask, pos = x["embeds"], x["mask"], x["positions"]
-    tokens, logps = [], []
-    with torch.no_grad():
-        for _ in range(policy.spec.n_action_tokens):
-            o = policy._forward(embeds, mask, pos, x["pixels"], n_action=len(tokens))
-            logp_all = policy._bin_logp(o.last_hidden_state[:, -1], 1.0)
-            b = logp_all.argmax(-1)
-            tokens.append(b + policy.action_tokenizer.token_offset)
-            logps.append(logp_all.gather(-1, b[:, None]).squeeze(-1))
-            embeds = torch.cat([embeds, policy.model.get_input_embeddings()(tokens[-1][:, None])], 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-            pos = torch.cat([pos, pos[..., -1:] + 1], -1)
-    assert torch.equal(torch.stack(tokens, 1), out.tokens)
-    torch.testing.assert_close(torch.stack(logps, 1), out.logp, atol=1e-5, rtol=0)
+    tokens, logps = naive_greedy(policy, obs)
+    assert torch.equal(tokens, out.tokens)
+    torch.testing.assert_close(logps, out.logp, atol=1e-5, rtol=0)
     assert policy.base_model.model.rope_deltas is None  # transformers' per-call rope state is never used
 
 
