@@ -1,12 +1,12 @@
 """docs/environments.md, "Adding an env family": the page's code block, run as written, gives a working family —
 the env contract, the expert, gymnasium ids, the RL env stack — and registration refuses what does not fit."""
 
-import re
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from doc_blocks import python_block
 
 import envs
 from envs import registry
@@ -17,8 +17,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "environments.md"
 
 
 def _doc_example() -> str:
-    section = DOC.read_text().split("## Adding an env family", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_block("environments.md", "## Adding an env family")
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ every pair (labeled / abstain / unlabeled), that `vla-rl reward label` and the o
 name, and that the options' validation accepts; registration and entry points refuse what does not fit."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from doc_blocks import python_block
 
 import reward_models.labelers as labelers
 from envs.instruction import encode_instruction
@@ -21,8 +21,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "preferences.md"
 
 
 def _doc_example() -> str:
-    section = DOC.read_text().split("## Adding a labeler", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_block("preferences.md", "## Adding a labeler")
 
 
 @pytest.fixture

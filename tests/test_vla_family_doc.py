@@ -2,7 +2,6 @@
 acts, scores its own actions, saves and loads back, takes LoRA, and loads as a pretrained checkpoint; registration
 refuses what does not fit."""
 
-import re
 import sys
 from pathlib import Path
 
@@ -14,14 +13,14 @@ from vla_rl.policy import ActionTokenizer, VLAPolicy, policy_from_hf
 from vla_rl.policy.backbones import FAMILIES, LlavaFamily, register_vla_family
 
 sys.path.insert(0, str(Path(__file__).parent))
+from doc_blocks import python_block
 from obs_samples import make_obs  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "policy.md"
 
 
 def _doc_example() -> str:
-    section = DOC.read_text().split("## Adding a VLA family", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_block("policy.md", "## Adding a VLA family")
 
 
 @pytest.fixture(scope="module")
