@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from naive_decoding import naive_greedy
+from family_checks import check_lora_on_lm_projections, naive_greedy
 
 from vla_rl.policy import ActionTokenizer, PolicyError, VLAPolicy, build_policy, policy_from_hf
 from vla_rl.policy.backbones import FAMILIES, PaliGemmaFamily
@@ -111,24 +111,7 @@ def test_text_embeddings_carry_gemmas_scale_and_the_state_enters_like_the_image_
 
 
 def test_lora_attaches_to_the_gemma_projections_and_reference_is_adapter_free(pg, obs_batch):
-    policy = pg(chunk_size=2)
-    obs = obs_batch(4)
-    tokens = policy.act(obs, generator=torch.Generator().manual_seed(0)).tokens
-    base_logp = policy.evaluate(obs, tokens).logp.detach()
-    policy.add_lora(r=4, alpha=8)
-    wrapped = {n.split(".base_layer")[0] for n, _ in policy.model.named_modules() if n.endswith(".lora_A")}
-    layers = policy.base_model.config.text_config.num_hidden_layers
-    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    assert len(wrapped) == layers * len(projections)
-    assert all(".language_model.layers." in n and n.rsplit(".", 2)[-2] in projections for n in wrapped)
-    with torch.no_grad():
-        for n, p in policy.model.named_parameters():
-            if "lora_B" in n:
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
-    moved = policy.evaluate(obs, tokens).logp.detach()
-    assert (moved - base_logp).abs().max() > 1e-3
-    with policy.reference():
-        torch.testing.assert_close(policy.evaluate(obs, tokens).logp.detach(), base_logp, atol=1e-6, rtol=0)
+    check_lora_on_lm_projections(pg(chunk_size=2), obs_batch(4))
     with_vision = pg()
     with_vision.add_lora(r=2, alpha=4, include_vision=True)
     assert any("vision_tower" in n and "lora_" in n for n, _ in with_vision.model.named_parameters())
