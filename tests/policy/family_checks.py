@@ -1,6 +1,6 @@
-"""Checks every VLA family passes. A reference decoder for the KV-cache tests: every action token re-scored by a full forward over the prompt and the
-tokens so far (no cache), greedily. Positions continue along their last axis, so 1-D and M-RoPE (3-D) positions both
-work."""
+"""Checks every VLA family passes: a reference decoder for the KV-cache tests (every action token re-scored by a full
+forward over the prompt and the tokens so far, no cache, greedily; positions continue along their last axis, so 1-D
+and M-RoPE (3-D) positions both work) and LoRA on the LM projections with an adapter-free reference."""
 
 from __future__ import annotations
 
@@ -45,3 +45,20 @@ def check_lora_on_lm_projections(policy, obs) -> None:
     assert (policy.evaluate(obs, tokens).logp.detach() - base_logp).abs().max() > 1e-3
     with policy.reference():
         torch.testing.assert_close(policy.evaluate(obs, tokens).logp.detach(), base_logp, atol=1e-6, rtol=0)
+
+
+def check_unpadded_batch_scores_like_act(family: str, obs_batch) -> None:
+    """A batch whose prompts need no padding (one instruction, `max_prompt_tokens` = its text length) scores its own
+    samples exactly as sampled — the case where transformers may drop the attention mask altogether."""
+    from vla_rl.policy import ActionTokenizer, build_policy
+
+    at = ActionTokenizer((-1.0, -0.5), (1.0, 0.5))
+    probe = build_policy(at, state_dim=2, image_size=(64, 64), family=family, preset="tiny")
+    obs = {k: v[[2, 2, 2]] for k, v in obs_batch(3).items()}  # one instruction: every prompt the same length
+    ids = probe._prompt_ids(probe._instruction_text(obs["instruction"][0]))
+    n_text = sum(i != probe.base_model.config.image_token_id for i in ids)
+    policy = build_policy(at, state_dim=2, image_size=(64, 64), family=family, preset="tiny", chunk_size=2,
+                          max_prompt_tokens=n_text)
+    assert bool(policy.prepare(obs)["mask"].all())
+    out = policy.act(obs, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(policy.evaluate(obs, out.tokens).logp, out.logp, atol=1e-5, rtol=0)

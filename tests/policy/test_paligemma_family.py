@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from family_checks import check_lora_on_lm_projections, naive_greedy
+from family_checks import check_lora_on_lm_projections, check_unpadded_batch_scores_like_act, naive_greedy
 
 from vla_rl.policy import ActionTokenizer, PolicyError, VLAPolicy, build_policy, policy_from_hf
 from vla_rl.policy.backbones import FAMILIES, PaliGemmaFamily
@@ -76,16 +76,7 @@ def test_the_prompt_is_a_bidirectional_prefix_and_the_actions_are_causal(pg, obs
 def test_an_unpadded_batch_scores_like_act_too(obs_batch):
     """A prompt exactly max_prompt_tokens long has no padding; there transformers skips the mask unless the
     token types are passed, and Gemma's SDPA then attends bidirectionally over the action tokens as well."""
-    at = ActionTokenizer((-1.0, -0.5), (1.0, 0.5))
-    probe = build_policy(at, state_dim=2, image_size=(64, 64), family="paligemma", preset="tiny")
-    obs = {k: v[[2, 2, 2]] for k, v in obs_batch(3).items()}  # one instruction: every prompt the same length
-    ids = probe._prompt_ids(probe._instruction_text(obs["instruction"][0]))
-    n_text = sum(i != probe.base_model.config.image_token_id for i in ids)
-    policy = build_policy(at, state_dim=2, image_size=(64, 64), family="paligemma", preset="tiny", chunk_size=2,
-                          max_prompt_tokens=n_text)
-    assert bool(policy.prepare(obs)["mask"].all())
-    out = policy.act(obs, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(policy.evaluate(obs, out.tokens).logp, out.logp, atol=1e-5, rtol=0)
+    check_unpadded_batch_scores_like_act("paligemma", obs_batch)
 
 
 def test_scores_do_not_depend_on_batch_composition(pg, obs_batch):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from family_checks import check_lora_on_lm_projections, naive_greedy
+from family_checks import check_lora_on_lm_projections, check_unpadded_batch_scores_like_act, naive_greedy
 
 from vla_rl.policy import ActionTokenizer, VLAPolicy, build_policy
 from vla_rl.policy.backbones import BackboneError, Qwen2_5_VLFamily, vla_family_names
@@ -102,16 +102,7 @@ def test_first_ppo_ratio_is_one_on_a_left_padded_mixed_length_batch(qwen, obs_ba
 
 
 def test_an_unpadded_batch_scores_like_act_too(obs_batch):
-    at = ActionTokenizer((-1.0, -0.5), (1.0, 0.5))
-    probe = build_policy(at, state_dim=2, image_size=(64, 64), family="qwen2_5_vl", preset="tiny")
-    obs = {k: v[[2, 2, 2]] for k, v in obs_batch(3).items()}
-    ids = probe._prompt_ids(probe._instruction_text(obs["instruction"][0]))
-    n_text = sum(i != probe.base_model.config.image_token_id for i in ids)
-    policy = build_policy(at, state_dim=2, image_size=(64, 64), family="qwen2_5_vl", preset="tiny", chunk_size=2,
-                          max_prompt_tokens=n_text)
-    assert bool(policy.prepare(obs)["mask"].all())
-    out = policy.act(obs, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(policy.evaluate(obs, out.tokens).logp, out.logp, atol=1e-5, rtol=0)
+    check_unpadded_batch_scores_like_act("qwen2_5_vl", obs_batch)
 
 
 def test_kv_cached_decoding_equals_a_naive_uncached_loop(qwen, obs_batch):
