@@ -12,7 +12,7 @@ from vla_rl.train_config import TrainConfig
 def test_every_user_knob_comes_from_train_config_without_a_second_default():
     user_fields = [f for f in dataclasses.fields(LearnerSettings) if f.default is dataclasses.MISSING]
     benchmark_only = {f.name for f in dataclasses.fields(LearnerSettings)} - {f.name for f in user_fields}
-    assert benchmark_only == {"kl_horizon", "ref_chunk", "kl_reference"}
+    assert benchmark_only == {"kl_horizon", "ref_chunk", "kl_reference", "ref_log_rows"}
     cfg = TrainConfig(policy="p", ratio="token", lr=3e-4, vf_lr=3e-3, beta=0.02, target_kl=0.003, critic_warmup=2,
                       temperature=0.5, group_size=4, shuffle_advantages=True, seed=7)
     s = LearnerSettings.from_train_config(cfg)
@@ -70,3 +70,11 @@ def test_module_settings_come_from_train_config_and_a_dict_that_does_not_fit_is_
         ModuleSettings.of({k: v for k, v in s.as_dict().items() if k != "seed"})
     with pytest.raises(PolicyError, match=r"unknown keys \['lora_dropout'\]"):
         ModuleSettings.of({**s.as_dict(), "lora_dropout": 0.0})
+
+
+def test_the_kl_enters_the_loss_with_a_positive_or_adaptive_beta_only():
+    def settings(**kw):
+        return LearnerSettings.from_train_config(TrainConfig(policy="p", **kw))
+
+    assert not settings(beta=0.0).kl_in_loss  # the reference pass then scores a log-only subsample
+    assert settings(beta=0.01).kl_in_loss and settings(beta=0.0, kl_target=0.01).kl_in_loss

@@ -235,3 +235,37 @@ def _bootstrap_values(learner, episodes) -> torch.Tensor:
     obs = {k: torch.as_tensor(np.stack([o[k] for o in last])) for k in last[0]}
     with torch.no_grad():
         return policy.value(obs)
+
+
+def test_a_log_only_reference_scores_a_spread_subset_of_the_loss_rows_and_the_kl_reads_only_those(algo):
+    """With beta fixed at 0 the reference feeds only the logs: `max_rows` rows, evenly spaced, scored exactly as the
+    reference scores them alone; the other rows stay zero and the KL statistics leave them out."""
+    from envs import EnvOptions
+    from vla_rl.rl.connectors import REF_BIN_LOGP, REF_ROWS, ReferenceBinLogp
+    from vla_rl.rl.env import build_rl_env
+    from vla_rl.rl.learner import VLAPPOLearner
+
+    learner = driver_learner(algo.learner_group)
+    policy = learner.module["default_policy"].policy
+    env = build_rl_env(ENV, EnvOptions(image_size=64), policy.action_tokenizer, 1, "shaped", seed=0)
+    episodes = [_real_episode(env, 3, 1, done=True), _real_episode(env, 2, 2, done=False)]
+    env.close()
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={},
+                                       metrics=None)["default_policy"]
+    mb = {k: v for k, v in batch.items() if k not in (REF_BIN_LOGP, REF_ROWS)}
+    out = ReferenceBinLogp(chunk=2, max_rows=3)(rl_module=learner.module, batch={"default_policy": mb},
+                                                episodes=episodes)["default_policy"]
+    assert out[REF_ROWS].tolist() == [True, False, True, False, True]  # rows 0, 2, 4 of 5
+    rows = torch.tensor([0, 2, 4])
+    obs = {k: v[rows] for k, v in mb[Columns.OBS].items()}
+    tokens = learner.module["default_policy"]._tokens(mb[Columns.ACTIONS])[rows]
+    with torch.no_grad(), policy.reference():
+        expected = policy.evaluate(obs, tokens).bin_logp
+    torch.testing.assert_close(out[REF_BIN_LOGP][rows], expected, atol=1e-6, rtol=0)
+    assert not out[REF_BIN_LOGP][[1, 3]].any()
+
+    mask = torch.ones(5)
+    kl_mask = VLAPPOLearner._kl_rows_mask(out, mask)
+    assert kl_mask.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert VLAPPOLearner._kl_rows_mask({}, mask) is mask  # every loss row scored: the loss mask itself
+    assert VLAPPOLearner._kl_stats(learner, torch.tensor(0.3), 2, 5, torch.zeros(5)) == {}  # no scored row: no log

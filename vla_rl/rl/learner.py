@@ -10,7 +10,8 @@ per episode chunk, masked out by LOSS_MASK):
 
 The reference is the same network with its adapters disabled (`VLAPolicy.reference()`, no second
 copy); its bin distributions are computed once per training batch, without grad, by the
-`ReferenceBinLogp` learner-connector piece, not once per minibatch and epoch. β comes from a
+`ReferenceBinLogp` learner-connector piece, not once per minibatch and epoch — on every loss row when the KL can
+enter the loss, on 256 evenly spaced rows when β is fixed at 0 and the KL is only logged. β comes from a
 `KLController` (fixed by default, adaptive toward `kl_target` nats per token if set); its state is
 part of the learner's checkpointed state.
 
@@ -41,6 +42,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from vla_rl.rl import ppo_math
 from vla_rl.rl.connectors import (
     REF_BIN_LOGP,
+    REF_ROWS,
     REF_TOKEN_LOGP,
     Advantages,
     DropBootstrapRows,
@@ -78,7 +80,7 @@ class VLAPPOLearner(PPOTorchLearner):
         self._learner_connector.remove(GeneralAdvantageEstimation)
         if cfg.kl_reference:  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(Advantages, ReferenceBinLogp(
-                chunk=cfg.ref_chunk, temperature=cfg.temperature))
+                chunk=cfg.ref_chunk, temperature=cfg.temperature, max_rows=0 if cfg.kl_in_loss else cfg.ref_log_rows))
         if cfg.shuffle_advantages:
             self._learner_connector.append(ShuffledAdvantages(seed=cfg.seed))
         self._learner_connector.append(DropBootstrapRows())
@@ -113,7 +115,8 @@ class VLAPPOLearner(PPOTorchLearner):
             kl_tokens = ppo_math.exact_kl(fwd_out[BIN_LOGP], batch[REF_BIN_LOGP])  # (B, K·D)
         else:
             kl_tokens = torch.zeros_like(fwd_out[TOKEN_LOGP])
-        kl_decision = ppo_math.masked_mean(kl_tokens.sum(-1), mask)
+        kl_mask = self._kl_rows_mask(batch, mask)
+        kl_decision = ppo_math.masked_mean(kl_tokens.sum(-1), kl_mask)
         entropy = ppo_math.masked_mean(fwd_out[ENTROPY].mean(-1), mask)
         beta = self.kl_controller.beta
         vf_coef, entropy_coef = float(config.vf_loss_coeff), float(config.entropy_coeff)  # RLlib's own fields
@@ -124,10 +127,10 @@ class VLAPPOLearner(PPOTorchLearner):
         with torch.no_grad():
             stats = {"losses/total": float(total), "losses/policy": float(pg_loss), "losses/value": float(vf_loss),
                      "policy/entropy": float(entropy), "policy/clipfrac": float(clipfrac), "kl/beta": beta,
-                     **self._kl_stats(kl_decision, kl_tokens.shape[-1], len(kl_tokens), mask),
+                     **self._kl_stats(kl_decision, kl_tokens.shape[-1], len(kl_tokens), kl_mask),
                      **self._step_stats(batch, fwd_out, values, mask)}
             if self._first_minibatch:
-                stats.update(self._first_minibatch_stats(batch, fwd_out, ratio, mask))
+                stats.update(self._first_minibatch_stats(batch, fwd_out, ratio, mask, kl_mask))
                 self._first_minibatch = False
         for key, value in stats.items():
             self.metrics.log_value((module_id, key), value, reduce="mean", window=None if key != "kl/beta" else 1)
@@ -146,8 +149,19 @@ class VLAPPOLearner(PPOTorchLearner):
         return ppo_math.clipped_surrogate(fwd_out[Columns.ACTION_LOGP], batch[Columns.ACTION_LOGP], advantages, clip,
                                           mask)
 
+    @staticmethod
+    def _kl_rows_mask(batch, mask):
+        """The loss rows the reference scored (all of them unless the KL is only logged: `ReferenceBinLogp.max_rows`)."""
+        if REF_ROWS not in batch:
+            return mask
+        scored = batch[REF_ROWS].float()
+        return scored if mask is None else mask * scored
+
     def _kl_stats(self, kl_decision, n_tok: int, rows: int, mask) -> dict[str, float]:
-        """The KL to the reference per token; also counted for the adaptive controller (once per update's rows)."""
+        """The KL to the reference per token; also counted for the adaptive controller (once per update's rows).
+        A minibatch without a scored row (a log-only subsample) reports nothing."""
+        if mask is not None and not bool(mask.sum() > 0):
+            return {}
         kl_per_token = float(kl_decision) / n_tok
         if math.isfinite(kl_per_token):
             self._kl_sum += kl_per_token
@@ -172,7 +186,7 @@ class VLAPPOLearner(PPOTorchLearner):
         return stats
 
     @staticmethod
-    def _first_minibatch_stats(batch, fwd_out, ratio, mask) -> dict[str, float]:
+    def _first_minibatch_stats(batch, fwd_out, ratio, mask, kl_mask) -> dict[str, float]:
         """On-policy rows with unchanged weights: the ratio must be exactly 1, and the sampled tokens come from the
         policy being scored, so k1/k3 estimate KL(pi || pi_ref) (after the first step they would not)."""
         dev = (ratio - 1.0).abs()
@@ -182,8 +196,12 @@ class VLAPPOLearner(PPOTorchLearner):
             stats["policy/first_token_logp_max_dev"] = float(tok[mask.bool()].max() if mask is not None else tok.max())
         token_logp = fwd_out[TOKEN_LOGP]
         ref_token_logp = batch.get(REF_TOKEN_LOGP, token_logp)
-        stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1), mask))
-        stats["kl/k3_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1), mask))
+        if kl_mask is not None and not bool(kl_mask.sum() > 0):
+            return stats
+        stats["kl/k1_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k1(token_logp, ref_token_logp).mean(-1),
+                                                              kl_mask))
+        stats["kl/k3_per_token"] = float(ppo_math.masked_mean(ppo_math.kl_k3(token_logp, ref_token_logp).mean(-1),
+                                                              kl_mask))
         return stats
 
     def _optimizers(self) -> list:

@@ -1,7 +1,7 @@
 """The VLA learner's settings: what `vla-rl train` passes to RLlib's `learner_config_dict`, typed, in one place.
 
 Every field that a user sets comes from `TrainConfig` (`from_train_config`), whose defaults are the only ones; the
-three fields with defaults here are benchmark-only knobs that no command exposes. The learner and the algorithm
+four fields with defaults here are benchmark-only knobs that no command exposes. The learner and the algorithm
 read `LearnerSettings.of(config)`, which refuses a dict with a missing or unknown key instead of falling back to a
 second default.
 
@@ -36,6 +36,12 @@ class LearnerSettings:
     kl_horizon: int = 10_000  # the adaptive controller's horizon in samples
     ref_chunk: int = 64  # rows per reference forward pass (memory)
     kl_reference: bool = True  # False drops the reference pass and the KL term (the memory benchmark's control)
+    ref_log_rows: int = 256  # with β fixed at 0 (the KL only logged): loss rows the reference scores; 0 = all
+
+    @property
+    def kl_in_loss(self) -> bool:
+        """Whether the KL to the reference can enter the loss (β > 0, or an adaptive β); else it is only logged."""
+        return self.beta > 0 or self.kl_target > 0
 
     @classmethod
     def from_train_config(cls, cfg) -> LearnerSettings:
