@@ -10,7 +10,7 @@ from vla_rl.base.errors import ConfigError
 from vla_rl.base.validation import check_choice, check_range
 
 # What a learned reward pays for (see TrainConfig.learned_reward; vla_rl.rl.episodes.learned_rewards).
-LEARNED_REWARD_FORMS = ("score", "delta")
+LEARNED_REWARD_FORMS = ("score", "delta", "gain")
 
 
 @dataclass
@@ -68,7 +68,10 @@ class TrainConfig:
     # PEBBLE); "delta" = gamma * score(next frame) - score(frame), potential-based shaping (Ng et al. 1999) of a zero
     # reward: an episode's return is then its last frame's score minus its first's, so the policy is paid for where it
     # ends up, not for the frames it passes, and the critic predicts the end instead of a sum over the time left
-    # (docs/learning.md section 14).
+    # (docs/learning.md section 14); "gain" = score(next frame) - score(the episode's first frame): the score with its
+    # offset removed, 0 at the reset as the tasks' own progress is, so a critic that cannot see the time left is not
+    # asked to predict offset x steps to go (needs episodes that start each rollout: rollout_length a multiple of the
+    # episode length, terminate_on_success false; docs/learning.md section 15).
     learned_reward: str = "score"
     # Training iterations (each: sample, learn, sync weights).
     iterations: int = 50

@@ -92,6 +92,18 @@ def test_delta_rewards_pay_the_discounted_change_of_the_score_and_sum_to_the_end
     assert float(np.sum(e.get_rewards())) == pytest.approx((90 - 10) / 255, abs=1e-6)
 
 
+def test_gain_rewards_pay_the_score_over_the_episodes_first_frame_and_refuse_a_chunk_that_starts_mid_episode():
+    episodes = [_episode([51, 51, 102, 255], [0.1, 0.2, 1.0])]
+    scores = score_frames(BrightnessModel(), episode_frames(episodes, "rollout"))
+    write_model_rewards(episodes, scores, LearnedRewardSettings(2.0, "gain", 0.9))
+    s = np.array([51, 51, 102, 255]) / 255
+    np.testing.assert_allclose(episodes[0].get_rewards(), 2.0 * (s[1:] - s[0]), atol=1e-6)  # 0, 0.4, 1.6
+    late = [_episode([153, 204], [0.5], t_started=7)]  # its first frame was scored in an earlier batch
+    with pytest.raises(ConfigError, match=r"learned_reward=gain: .*starts at its step 7.*rollout_length a multiple"):
+        write_model_rewards(late, score_frames(BrightnessModel(), episode_frames(late, "r")),
+                            LearnedRewardSettings(1.0, "gain", 0.99))
+
+
 def test_a_delta_learned_reward_with_the_env_reward_or_an_unknown_form_is_refused():
     TrainConfig(policy="p", reward="model", reward_model="rm", learned_reward="delta").validate()
     with pytest.raises(ConfigError, match=r"learned_reward='delta' shapes learned rewards only"):

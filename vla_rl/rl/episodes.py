@@ -13,6 +13,7 @@ import numpy as np
 
 from envs.instruction import decode_instruction
 from reward_models.segments import EpisodeFrames
+from vla_rl.base.errors import ConfigError
 from vla_rl.train_config import LEARNED_REWARD_FORMS
 
 GYM_CAST_WARNING = ".*Casting input x to numpy array"  # gymnasium's Box.contains on a non-ndarray
@@ -44,7 +45,7 @@ class LearnedRewardSettings:
     are the only ones (`reward_scale`, `learned_reward`, `gamma`)."""
 
     scale: float  # rewards = scale x (the score, or its change)
-    form: str  # "score": the score of the frame an action led to; "delta": gamma * s[t + 1] - s[t]
+    form: str  # "score": s[t + 1], the frame an action led to; "delta": gamma * s[t + 1] - s[t]; "gain": s[t + 1] - s[0]
     gamma: float  # the discount of "delta" (the run's GAE gamma, so the shaping is potential-based exactly)
 
     def __post_init__(self):
@@ -60,9 +61,15 @@ def learned_rewards(scores: np.ndarray, settings: LearnedRewardSettings) -> np.n
     """The rewards of a chunk's len(scores) - 1 actions from the scores of its frames (observations 0..n):
     "score" pays action t the score of the frame it led to, s[t + 1]; "delta" pays gamma * s[t + 1] - s[t]
     (potential-based shaping of a zero reward, Ng et al. 1999: the discounted return from t is
-    gamma^(T - t) s[T] - s[t], where the episode ends, not a sum over the frames on the way). Times `scale`."""
+    gamma^(T - t) s[T] - s[t], where the episode ends, not a sum over the frames on the way); "gain" pays
+    s[t + 1] - s[0], the score over the episode's first frame (`scores` must then start at the reset). Times `scale`."""
     s = np.asarray(scores, dtype=np.float64)
-    r = s[1:] if settings.form == "score" else settings.gamma * s[1:] - s[:-1]
+    if settings.form == "score":
+        r = s[1:]
+    elif settings.form == "gain":
+        r = s[1:] - s[0]
+    else:
+        r = settings.gamma * s[1:] - s[:-1]
     return (r * settings.scale).astype(np.float32)
 
 
@@ -78,6 +85,11 @@ def write_model_rewards(episodes, scores: list[np.ndarray], settings: LearnedRew
         n = len(e)
         if len(s) != n + 1:
             raise ValueError(f"an episode chunk of {n} steps has {len(s)} scored frames; expected {n + 1}")
+        if settings.form == "gain" and e.t_started != 0:
+            raise ConfigError(f"learned_reward=gain: an episode went on across iterations (a chunk starts at its step "
+                              f"{e.t_started}), so its first frame is not in this batch — make rollout_length a multiple "
+                              "of the episode length with --env_options.terminate_on_success false, or use "
+                              "--learned_reward delta")
         env.append(np.array(e.get_rewards(), dtype=np.float64, copy=True))  # a copy: get_rewards may be a view
         new = learned_rewards(s, settings)
         if n:
