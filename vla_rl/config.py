@@ -175,11 +175,13 @@ class PolicyOptions:
     """Which VLA to build (when training from scratch) or load."""
 
     # Model family of the from-config VLA: "llava" (SigLIP + Llama), "idefics3" (SmolVLM-style), "paligemma"
-    # (SigLIP + Gemma, pi0's backbone) or "qwen2_5_vl" (Qwen2.5-VL: windowed ViT + Qwen2).
+    # (SigLIP + Gemma, pi0's backbone), "qwen2_5_vl" (Qwen2.5-VL: windowed ViT + Qwen2) or "vla_rl_openvla"
+    # (OpenVLA's DINOv2 + SigLIP + Llama).
     family: str = "llava"
     # Size preset of the from-config VLA: "tiny" (tests) or "small" (CPU default, ~4.7 M parameters).
     preset: str = "small"
-    # A pretrained HF image-text-to-text checkpoint (local dir or hub id) to start from instead of a preset.
+    # A pretrained HF image-text-to-text checkpoint (local dir or hub id) to start from instead of a preset; an OpenVLA
+    # checkpoint is converted without remote code (docs/policy.md, "OpenVLA checkpoints").
     base_model: str = ""
     # Allow the checkpoint's own Python code (needed by some hub models). Off unless you trust the source.
     trust_remote_code: bool = False

@@ -62,3 +62,22 @@ def test_bad_inputs_are_named(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ActionTokenizerError, match=r"bad\.json: field 'high'"):
         ActionTokenizer.load(tmp_path / "bad.json")
+
+
+def test_the_openvla_scheme_saves_as_version_2_and_uniform_files_stay_version_1(tmp_path):
+    uniform = ActionTokenizer(low=(-1.0,), high=(1.0,), token_offset=3)
+    assert uniform.to_dict() == {"format": "vla-rl-action-tokenizer", "version": 1, "n_bins": 256, "token_offset": 3,
+                                 "low": [-1.0], "high": [1.0]}  # the bytes an older vla-rl wrote and reads
+    ov = ActionTokenizer(low=(-0.5, 0.0, 0.0), high=(0.5, 0.0, 1.0), token_offset=31744, scheme="openvla",
+                         mask=(True, True, False))  # q01 == q99 occurs in OpenVLA's statistics
+    ov.save(tmp_path / "t.json")
+    d = json.loads((tmp_path / "t.json").read_text())
+    assert (d["version"], d["scheme"], d["mask"]) == (2, "openvla", [True, True, False])
+    assert ActionTokenizer.load(tmp_path / "t.json") == ov == ActionTokenizer.from_dict(d)
+    tokens = ov.encode(np.array([[0.0, 0.0, 0.5]]))
+    np.testing.assert_allclose(ov.decode(tokens), [[0.0, 0.0, 0.5]], atol=ov.bin_width.max())  # within a bin
+    assert ov.encode(np.array([[0.0, 7.0, 0.0]]))[0, 1] == ov.encode(np.array([[0.0, -7.0, 0.0]]))[0, 1]  # q01 == q99
+    with pytest.raises(ActionTokenizerError, match="only the openvla scheme takes one"):
+        ActionTokenizer(low=(-1.0,), high=(1.0,), mask=(True,))
+    with pytest.raises(ActionTokenizerError, match="scheme='fast'"):
+        ActionTokenizer(low=(-1.0,), high=(1.0,), scheme="fast")

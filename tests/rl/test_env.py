@@ -258,3 +258,21 @@ def test_make_rl_env_reads_typed_settings_and_refuses_missing_or_unknown_keys():
         make_rl_env(missing)
     with pytest.raises(ValueError, match=r"unknown keys \['rewards'\]"):
         make_rl_env({**settings.as_dict(), "rewards": "dense"})
+
+
+def test_the_rl_env_decodes_bins_with_the_policys_own_tokenizer_scheme():
+    """An OpenVLA-scheme tokenizer (reversed ids, 255 centres, a mask) reaches the runners' envs whole: the env's
+    actions are the tokenizer's own decoding, not the uniform scheme's."""
+    tok = ActionTokenizer((-0.5, -1.0), (0.5, 1.0), 256, 10, scheme="openvla", mask=(True, False))
+    settings = RLEnvSettings(env_id="tabletop/touch-color", env_options={"image_size": 32},
+                             action_tokenizer=tok.to_dict(), chunk_size=1, reward="sparse", seed=3,
+                             bootstrap_time_limit=False, privileged_obs=False)
+    env = make_rl_env(settings.as_dict())
+    inner = env
+    while not hasattr(inner, "tokenizer"):
+        inner = inner.env
+    assert inner.tokenizer == tok
+    bins = np.array([3, 200])
+    np.testing.assert_array_equal(inner.action(bins), tok.from_bins(bins.reshape(1, 2)))
+    uniform = ActionTokenizer((-0.5, -1.0), (0.5, 1.0), 256, 10)
+    assert not np.allclose(inner.action(bins), uniform.from_bins(bins.reshape(1, 2)))  # the scheme changes actions

@@ -6,9 +6,11 @@ processor expands it to the right number of image tokens), and the shape of `pix
 Supported: LLaVA (SigLIP vision tower + Llama LM, the default), Idefics3/SmolVLM (SigLIP +
 pixel-shuffle connector + Llama LM), PaliGemma (SigLIP + linear projector + Gemma LM, pi0's
 backbone; a prefix-LM, so its family also marks prompt vs action tokens: `sequence_kwargs`, and
-lists the tokens its processor adds: `processor_tokens`) and Qwen2.5-VL (windowed ViT + patch merger + Qwen2 LM;
-flattened patches in `pixel_kwargs`, 3-D M-RoPE positions: `position_ids`). Any checkpoint of these architectures loads through
-`vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md, "Adding a VLA family").
+lists the tokens its processor adds: `processor_tokens`), Qwen2.5-VL (windowed ViT + patch merger + Qwen2 LM;
+flattened patches in `pixel_kwargs`, 3-D M-RoPE positions: `position_ids`) and OpenVLA's Prismatic (DINOv2 + SigLIP
+fused, Llama; vla-rl's own transformers model `vla_rl_openvla`, which OpenVLA checkpoints convert to). Any checkpoint of
+these architectures loads through `vla_rl.policy.policy_from_hf`. `register_vla_family` adds another (docs/policy.md,
+"Adding a VLA family").
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ class Family(ABC):
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(path, **kwargs)
+
+    def load_model(self, path, **kwargs):
+        """The model of a checkpoint, as `load_processor`; a family whose model class is not in transformers'
+        Auto mappings loads its own class here."""
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
 
     def adapt_processor(self, processor, image_size: int) -> None:
         """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
@@ -318,8 +327,46 @@ class Qwen2_5_VLFamily(Family):
         return Qwen2_5_VLImageProcessor.from_pretrained(path, **kwargs)
 
 
+class OpenVLAFamily(Family):
+    """OpenVLA's Prismatic VLM (DINOv2 + SigLIP read at their second-to-last blocks and concatenated, a 3-layer GELU
+    projector, Llama) as vla-rl's transformers model `vla_rl.policy.prismatic` (model_type "vla_rl_openvla").
+    `policy_from_hf` converts an OpenVLA checkpoint (model_type "openvla") to it (`vla_rl.policy.openvla`); `build`
+    makes a small random one from a preset.
+
+    - **Pixels**: OpenVLA's `(B, 6, H, W)`, DINOv2's then SigLIP's normalisation of one image. The processor reports
+      mean 0 / std 1, so the policy's tensor path hands `pixel_kwargs` `[0, 1]` images, which it normalises per tower
+      with the model config's statistics (`prismatic.tower_pixels`).
+    - **Prompt**: `<s>`, the image tokens (where OpenVLA inserts its patches), the text, and Llama's empty piece "▁"
+      (id 29871) that OpenVLA's `predict_action` appends; the image token is an embedding row no token uses.
+    """
+
+    model_type = "vla_rl_openvla"
+
+    def build(self, preset, image_size, tokenizer):
+        from vla_rl.policy.prismatic import build_prismatic
+
+        return build_prismatic(preset, image_size, tokenizer)
+
+    def pixel_kwargs(self, pixel_values, config):
+        from vla_rl.policy.prismatic import tower_pixels
+
+        return {"pixel_values": tower_pixels(pixel_values, config)}
+
+    def load_processor(self, path, **kwargs):
+        from vla_rl.policy.prismatic import PrismaticVLAProcessor
+
+        return PrismaticVLAProcessor.from_pretrained(path, **kwargs)
+
+    def load_model(self, path, **kwargs):
+        from vla_rl.policy.prismatic import PrismaticVLAForConditionalGeneration
+
+        kwargs.pop("trust_remote_code", None)  # vla-rl's own class: no remote code
+        return PrismaticVLAForConditionalGeneration.from_pretrained(path, **kwargs)
+
+
 FAMILIES: dict[str, Family] = {"llava": LlavaFamily(), "idefics3": Idefics3Family(), "smolvlm": Idefics3Family(),
-                               "paligemma": PaliGemmaFamily(), "qwen2_5_vl": Qwen2_5_VLFamily()}
+                               "paligemma": PaliGemmaFamily(), "qwen2_5_vl": Qwen2_5_VLFamily(),
+                               "vla_rl_openvla": OpenVLAFamily()}
 
 
 ENTRY_POINT_GROUP = "vla_rl.vla_families"  # an installed package's Family instances, loaded when first asked for

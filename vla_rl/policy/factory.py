@@ -40,38 +40,51 @@ def build_policy(action_tokenizer: ActionTokenizer, state_dim: int, image_size: 
 def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_dim: int, image_size: tuple[int, int],
                    chunk_size: int = 1, use_state: bool = True, max_prompt_tokens: int = 64,
                    prompt_template: str = OPENVLA_PROMPT, dtype: str = "float32",
-                   trust_remote_code: bool = False) -> VLAPolicy:
+                   trust_remote_code: bool = False, unnorm_key: str | None = None) -> VLAPolicy:
     """Wrap a pretrained HF image-text-to-text checkpoint (local path or hub id) as a VLA.
 
     The action bins are the highest 256 consecutive ids that no special or added token holds
     (`action_token_offset`): for Llama-based checkpoints OpenVLA's ids, `tokenizer.vocab_size - 256`.
+    An OpenVLA checkpoint (model_type "openvla") is converted to vla-rl's own model without remote code and keeps
+    its own action tokens (`vla_rl.policy.openvla`): `unnorm_key` picks the dataset whose `norm_stats` un-normalise
+    them (OpenVLA's `predict_action(unnorm_key=...)`); without it `action_tokenizer`'s bounds do.
     `trust_remote_code` is passed through only when the caller sets it.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import PretrainedConfig
 
     from vla_rl.base.hub import check_model_source
     from vla_rl.policy.backbones import FAMILIES
+    from vla_rl.policy.openvla import is_openvla, load_openvla_parts
     from vla_rl.policy.vla_policy import DTYPES
 
     name_or_path = check_model_source(name_or_path, "policy.base_model")
-    try:
-        model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
+    try:  # the raw config.json: its model_type may be one only vla-rl knows ("openvla", "vla_rl_openvla")
+        config = PretrainedConfig.get_config_dict(name_or_path)[0]
     except (OSError, ValueError) as e:
         raise PolicyError(f"{name_or_path}: cannot load the model config ({' '.join(str(e).split())[:300]})") from None
-    if model_type not in FAMILIES:  # refused before any weight is read
-        raise PolicyError(f"{name_or_path}: model_type {model_type!r} is not supported as a VLA backbone; supported: "
-                          f"{sorted(FAMILIES)} (LLaVA, Idefics3/SmolVLM, PaliGemma and Qwen2.5-VL architectures)")
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
-                                                            trust_remote_code=trust_remote_code)
-        processor = get_family(model_type).load_processor(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise PolicyError(f"{name_or_path}: cannot load the model or its processor ({' '.join(str(e).split())[:300]})") from None
-    get_family(model.config.model_type).adapt_processor(processor, int(model.config.vision_config.image_size))
-    if use_state:
-        _ensure_state_token(processor, model)  # first: a <state> it adds is an added token the bins must avoid
-    offset = action_token_offset(processor, model, action_tokenizer.n_bins, name_or_path)
-    at = dataclasses.replace(action_tokenizer, token_offset=offset)
+    model_type = config.get("model_type")
+    if is_openvla(config):
+        model, processor, at = load_openvla_parts(name_or_path, action_tokenizer, unnorm_key, dtype, use_state)
+    else:
+        if unnorm_key is not None:
+            raise PolicyError(f"{name_or_path}: unnorm_key={unnorm_key!r} applies to OpenVLA checkpoints; this one's "
+                              f"model_type is {model_type!r}")
+        if model_type not in FAMILIES:  # refused before any weight is read
+            raise PolicyError(f"{name_or_path}: model_type {model_type!r} is not supported as a VLA backbone; "
+                              f"supported: {sorted([*FAMILIES, 'openvla'])} (LLaVA, Idefics3/SmolVLM, PaliGemma, "
+                              "Qwen2.5-VL and OpenVLA architectures)")
+        family = get_family(model_type)
+        try:
+            model = family.load_model(name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            processor = family.load_processor(name_or_path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise PolicyError(f"{name_or_path}: cannot load the model or its processor "
+                              f"({' '.join(str(e).split())[:300]})") from None
+        family.adapt_processor(processor, int(model.config.vision_config.image_size))
+        if use_state:
+            _ensure_state_token(processor, model)  # first: a <state> it adds is an added token the bins must avoid
+        at = dataclasses.replace(action_tokenizer,
+                                 token_offset=action_token_offset(processor, model, action_tokenizer.n_bins, name_or_path))
     spec = PolicySpec(action_dim=at.action_dim, state_dim=state_dim, image_size=tuple(image_size), chunk_size=chunk_size,
                       use_state=use_state, max_prompt_tokens=max_prompt_tokens, prompt_template=prompt_template,
                       dtype=dtype)

@@ -216,7 +216,6 @@ def _check_architecture(base: Path) -> str:
 
 def load_policy(path: str | Path, trainable: bool = False, device: str | torch.device = "cpu") -> VLAPolicy:
     from safetensors.torch import load_file
-    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     from vla_rl.policy.backbones import get_family
@@ -236,7 +235,7 @@ def load_policy(path: str | Path, trainable: bool = False, device: str | torch.d
                           "together; save the policy again")
     base = base_dir(path, index)
     family = get_family(_check_architecture(base))
-    model = AutoModelForImageTextToText.from_pretrained(base, local_files_only=True)
+    model = family.load_model(base, local_files_only=True)
     processor = family.load_processor(base, local_files_only=True)
     if (path / "adapter").is_dir():
         from peft import PeftModel

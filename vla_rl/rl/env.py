@@ -231,8 +231,7 @@ def make_rl_env(env_config: Mapping[str, Any]) -> gym.Env:
     from vla_rl.policy import ActionTokenizer
 
     s = RLEnvSettings.of(env_config)
-    t = s.action_tokenizer
-    tokenizer = ActionTokenizer(tuple(t["low"]), tuple(t["high"]), int(t["n_bins"]), int(t["token_offset"]))
+    tokenizer = ActionTokenizer.from_dict(s.action_tokenizer)  # its scheme too: OpenVLA's bins decode differently
     worker = int(getattr(env_config, "worker_index", 0) or 0)
     return build_rl_env(s.env_id, EnvOptions(**s.env_options), tokenizer, s.chunk_size, s.reward,
                         env_seed(s.seed, worker, next(_created)), s.bootstrap_time_limit, s.render_inner_steps,
