@@ -1,7 +1,8 @@
 """Wall-clock of the README's main job (command 1 without the install), step by step, into a scratch directory.
 
-Runs exactly the README's four commands — `vla-rl collect`, `pretrain`, `train`, `eval` with the quickstart
-configs — with only `--out` (and the paths that follow from it) redirected, so nothing under `outputs/quickstart` is touched.
+Runs exactly the README's five commands — `vla-rl collect`, `pretrain`, `reward label`, `train`, `eval` with the
+quickstart configs — with only `--out` (and the paths that follow from it: `--demos`, `--data`, `--policy`,
+`--preference.init_pairs`) redirected, so nothing under `outputs/quickstart` is touched.
 Prints JSON: each step's seconds, the total in minutes, and the train step's before/after lines (greedy and sampled).
 Run it alone on the machine: a second torch job on 2 cores slows both ~2x.
 
@@ -31,9 +32,11 @@ def steps(out: Path, train_config: Path) -> list[tuple[str, list[str]]]:
                            "--out", str(out / "demos")]),
         ("pretrain", vla + ["pretrain", "--config_path", str(EXPERIMENTS / "pretrain" / "quickstart.yaml"),
                             "--demos", f"[{out / 'demos'}]", "--out", str(out / "pretrain")]),
+        ("label", vla + ["reward", "label", "--config_path", str(EXPERIMENTS / "reward" / "quickstart_demo_pairs.yaml"),
+                         "--data", f"[{out / 'demos'}]", "--out", str(out / "demo_pairs")]),
         ("train", vla + ["train", "--config_path", str(train_config),
                          "--policy", str(out / "pretrain" / "checkpoints" / "last" / "pretrained_model"),
-                         "--out", str(out / "train")]),
+                         "--preference.init_pairs", str(out / "demo_pairs"), "--out", str(out / "train")]),
         ("eval", vla + ["eval", "--policy", str(out / "train" / "checkpoints" / "last" / "pretrained_model"),
                         "--episodes", "50", "--greedy", "false", "--temperature", "0.5", "--out", str(out / "eval")]),
     ]
@@ -44,8 +47,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="scratch directory (created; must not exist)")
-    ap.add_argument("--train_config", type=Path, default=EXPERIMENTS / "train" / "quickstart.yaml",
-                    help="the RL step's config (default: the quickstart's)")
+    ap.add_argument("--train_config", type=Path, default=EXPERIMENTS / "train" / "quickstart_preference.yaml",
+                    help="the RL step's config (default: the quickstart's, from preference labels)")
     args = ap.parse_args()
     if args.out.exists():
         ap.error(f"--out {args.out}: exists; give a new directory (this benchmark writes a whole job there)")
