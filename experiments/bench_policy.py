@@ -2,11 +2,15 @@
 
   speed       decisions/s of VLAPolicy.act() at batch 1, 8, 32 vs a naive loop (one observation at a
               time, every token re-reading the whole prompt: no KV cache), in one run.
+  families    per VLA family (the small preset of each architecture): act() at batch 32 vs the naive loop
+              (median and spread of --repeats timings), and what a weight sync sends (the LoRA tensors of the
+              inference module) against the whole policy state.
   bc          behaviour-cloning success as a function of the number of demos, per task.
   multimodal  off-center (two correct modes): the token policy sampled vs an MLP regression head on
               the same backbone and demos (the mode-averaging effect).
 
     python experiments/bench_policy.py speed
+    python experiments/bench_policy.py families --out docs/bench_policy_families.json
     python experiments/bench_policy.py bc --tasks tabletop/touch-color --demos 5,20,50
     python experiments/bench_policy.py multimodal
 """
@@ -83,6 +87,52 @@ def bench_speed(args) -> dict:
         print(json.dumps(rows[-1]), file=sys.stderr)
     return {"bench": "speed", "preset": args.preset, "tokens_per_decision": policy.spec.n_action_tokens,
             "image_size": args.image_size, "parameters_m": round(sum(p.numel() for p in policy.parameters()) / 1e6, 2),
+            "rows": rows, "machine": machine()}
+
+
+FAMILY_NAMES = ("llava", "idefics3", "paligemma", "qwen2_5_vl", "vla_rl_openvla")
+
+
+def _state_bytes(tensors) -> int:
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def bench_families(args) -> dict:
+    """act() (KV-cached, batch B) against the naive loop, and the sync's bytes, for each family's small preset."""
+    from vla_rl.policy import ActionTokenizer, build_policy
+
+    at = ActionTokenizer(tuple([-1.0] * args.action_dim), tuple([1.0] * args.action_dim))
+    rows = []
+    for family in args.families:
+        torch.manual_seed(0)
+        policy = build_policy(at, state_dim=4, image_size=(args.image_size, args.image_size), family=family,
+                              preset=args.preset, chunk_size=args.chunk_size).eval()
+        obs = random_obs(args.batch, args.image_size, 4, seed=1)
+        policy.act(obs, greedy=True)  # warm-up
+        fast, slow = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            tokens = policy.act(obs, greedy=True).tokens
+            fast.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            naive = naive_act(policy, obs)
+            slow.append(time.perf_counter() - t)
+        full = _state_bytes(policy.state_dict().values())
+        policy.add_lora(r=16, alpha=32)
+        synced = _state_bytes(p for n, p in policy.named_parameters() if "lora_" in n)
+        ratio = [s_ / f_ for s_, f_ in zip(slow, fast, strict=True)]
+        rows.append({
+            "family": family, "parameters_m": round(sum(p.numel() for p in policy.base_model.parameters()) / 1e6, 2),
+            "prompt_tokens": int(policy.prepare({k: v[:1] for k, v in obs.items()})["embeds"].shape[1]),
+            "act_s_median": round(float(np.median(fast)), 4), "act_s_range": [round(min(fast), 4), round(max(fast), 4)],
+            "naive_s_median": round(float(np.median(slow)), 4),
+            "speedup_median": round(float(np.median(ratio)), 2), "speedup_range": [round(min(ratio), 2), round(max(ratio), 2)],
+            "same_tokens": bool(torch.equal(tokens, naive)),
+            "full_state_mb": round(full / 2**20, 2), "lora_synced_mb": round(synced / 2**20, 3),
+            "synced_fraction": round(synced / full, 4)})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"bench": "families", "preset": args.preset, "batch": args.batch, "image_size": args.image_size,
+            "tokens_per_decision": args.chunk_size * args.action_dim, "repeats": args.repeats, "lora_r": 16,
             "rows": rows, "machine": machine()}
 
 
@@ -213,6 +263,14 @@ def main() -> None:
     s.add_argument("--chunk_size", type=int, default=1)
     s.add_argument("--image_size", type=int, default=64)
     s.add_argument("--repeats", type=int, default=5)
+    f = sub.add_parser("families", help="act() vs naive decoding and the sync's bytes, per VLA family")
+    f.add_argument("--families", type=lambda x: x.split(","), default=list(FAMILY_NAMES))
+    f.add_argument("--preset", default="small")
+    f.add_argument("--batch", type=int, default=32)
+    f.add_argument("--action_dim", type=int, default=4, help="D (Meta-World: 4)")
+    f.add_argument("--chunk_size", type=int, default=1)
+    f.add_argument("--image_size", type=int, default=64)
+    f.add_argument("--repeats", type=int, default=5)
     b = sub.add_parser("bc", help="BC success vs number of demos")
     b.add_argument("--tasks", type=lambda x: x.split(","), default=["tabletop/touch-color", "tabletop/push-to-target",
                                                                       "tabletop/off-center"])
@@ -227,10 +285,11 @@ def main() -> None:
     m.add_argument("--eval_episodes", type=int, default=30)
     m.add_argument("--preset", default="small")
     m.add_argument("--workdir", default="outputs/bench_policy")
-    for p in (s, b, m):
+    for p in (s, f, b, m):
         p.add_argument("--out", default="", help="also write the JSON result here")
     args = ap.parse_args()
-    result = {"speed": bench_speed, "bc": bench_bc, "multimodal": bench_multimodal}[args.bench](args)
+    result = {"speed": bench_speed, "families": bench_families, "bc": bench_bc,
+              "multimodal": bench_multimodal}[args.bench](args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
