@@ -95,6 +95,8 @@ CASES = [
     (["pretrain"], "--demos [{r}/demos] --policy.base_model ./no/such/model --out {w}/p",
      "policy.base_model='./no/such/model': no such directory"),
     (["pretrain"], "--demos [{r}/demos] --policy.base_model {r}/demos --out {w}/p", "no config.json"),
+    (["pretrain"], "--demos [{r}/demos] --policy.unnorm_key bridge_orig --out {w}/p",
+     "policy.unnorm_key='bridge_orig' picks an OpenVLA checkpoint's action statistics"),
     # eval
     (["eval"], "--policy {r}/" + P + " --device cuda --out {w}/e", "device='cuda'"),
     (["eval"], "--policy {r}/nope --out {w}/e", "nope/policy.json: not found"),

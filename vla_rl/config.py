@@ -185,6 +185,9 @@ class PolicyOptions:
     base_model: str = ""
     # Allow the checkpoint's own Python code (needed by some hub models). Off unless you trust the source.
     trust_remote_code: bool = False
+    # OpenVLA checkpoints only: the dataset key of its norm_stats whose q01/q99 un-normalise the action tokens (OpenVLA's
+    # predict_action(unnorm_key=...), e.g. bridge_orig). Empty: the demos' own q01/q99, for fine-tuning on a new robot.
+    unnorm_key: str = ""
     # Action chunk K: future steps predicted per decision (K x D tokens).
     chunk_size: int = 1
     # Feed proprioception as a projected <state> token.
@@ -203,6 +206,9 @@ class PolicyOptions:
         check_choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         check_range("policy.chunk_size", self.chunk_size, 1, 64)
         check_range("policy.max_prompt_tokens", self.max_prompt_tokens, 8, 4096)
+        if self.unnorm_key and not self.base_model:
+            raise ConfigError(f"policy.unnorm_key={self.unnorm_key!r} picks an OpenVLA checkpoint's action statistics; "
+                              "give the checkpoint with --policy.base_model DIR, or drop --policy.unnorm_key")
 
 
 @dataclass

@@ -47,7 +47,8 @@ def build_initial_policy(cfg: PretrainConfig, data: BCData):
     common = dict(state_dim=int(data.env["state_dim"]), image_size=image_size, chunk_size=p.chunk_size,
                   use_state=p.use_state, max_prompt_tokens=p.max_prompt_tokens, dtype=p.dtype)
     if p.base_model:
-        policy = policy_from_hf(p.base_model, stats, trust_remote_code=p.trust_remote_code, **common)
+        policy = policy_from_hf(p.base_model, stats, trust_remote_code=p.trust_remote_code,
+                                unnorm_key=p.unnorm_key or None, **common)
     else:
         policy = build_policy(stats, family=p.family, preset=p.preset, seed=cfg.seed, **common)
     policy.spec.train_env = data.env["env_id"]

@@ -239,6 +239,24 @@ def test_unnorm_key_picks_the_datasets_statistics_for_the_policys_actions(ckpt, 
     assert (without.action_tokenizer.scheme, without.action_tokenizer.low) == ("openvla", (-1.0, -1.0))
 
 
+def test_pretrain_wraps_an_openvla_checkpoint_with_the_configured_unnorm_key(ckpt):
+    """`vla-rl pretrain --policy.base_model DIR --policy.unnorm_key K` reaches the loader (the path that runs)."""
+    from types import SimpleNamespace
+
+    from vla_rl.config import PolicyOptions, PretrainConfig
+    from vla_rl.pretrain_run import build_initial_policy
+
+    actions = np.random.default_rng(0).uniform(-0.5, 0.5, (50, 3)).astype(np.float32)
+    data = SimpleNamespace(all_actions=actions, env={"image_shape": [224, 224, 3], "state_dim": 2, "env_id": "x"},
+                           env_options={})
+    keyed = build_initial_policy(PretrainConfig(policy=PolicyOptions(base_model=str(ckpt), unnorm_key="bridge_orig",
+                                                                     use_state=False)), data)
+    stats = NORM_STATS["bridge_orig"]["action"]
+    assert (keyed.action_tokenizer.low, keyed.action_tokenizer.high) == (tuple(stats["q01"]), tuple(stats["q99"]))
+    own = build_initial_policy(PretrainConfig(policy=PolicyOptions(base_model=str(ckpt), use_state=False)), data)
+    assert own.action_tokenizer.scheme == "openvla" and own.action_tokenizer.low != tuple(stats["q01"])  # the demos'
+
+
 def test_export_to_openvlas_layout_round_trips_exactly(ckpt, obs_batch, tmp_path):
     from safetensors.torch import load_file
 
