@@ -166,6 +166,37 @@ def test_a_saved_policy_reloads_with_its_processor_and_acts_the_same(qwen, obs_b
     np.testing.assert_array_equal(a.actions, b.actions)
 
 
+def test_a_hub_style_checkpoint_without_an_image_size_reads_the_envs_frames(qwen, obs_batch, tmp_path):
+    """Published Qwen2.5-VL configs name no image size (dynamic resolution) and their processors allow a pixel range:
+    `policy_from_hf` takes the env's side (a multiple of patch x merge), records it, and pins the processor to it."""
+    from vla_rl.policy import policy_from_hf
+    from vla_rl.policy.backbones import BackboneError
+
+    policy = qwen()
+    policy.save_pretrained(tmp_path / "p")
+    base = tmp_path / "p/base"
+    config = json.loads((base / "config.json").read_text())
+    del config["vision_config"]["image_size"]
+    (base / "config.json").write_text(json.dumps(config))
+    files = [f for f in base.glob("*.json") if "size" in json.loads(f.read_text()).get("image_processor", {})
+             or "size" in json.loads(f.read_text())]
+    for f in files:  # a hub processor: 4 to 16384 merged tokens, not one fixed image
+        d = json.loads(f.read_text())
+        target = d.get("image_processor", d)
+        target["size"] = {"shortest_edge": 128 * 128, "longest_edge": 28 * 28 * 16384}  # would upscale 64 px
+        f.write_text(json.dumps(d))
+    at, dims = policy.action_tokenizer, policy.spec.state_dim
+    loaded = policy_from_hf(str(base), at, state_dim=dims, image_size=(64, 64),
+                            max_prompt_tokens=policy.spec.max_prompt_tokens)
+    assert files and loaded.base_model.config.vision_config.image_size == 64 and loaded.vision_image_size == 64
+    assert loaded.processor.image_processor.size == {"shortest_edge": 64 * 64, "longest_edge": 64 * 64}
+    obs = obs_batch(2)
+    assert loaded.prepare(obs)["embeds"].shape == policy.prepare(obs)["embeds"].shape  # 4 merged image tokens
+    assert loaded.act(obs, greedy=True).tokens.shape == (2, policy.spec.n_action_tokens)
+    with pytest.raises(BackboneError, match=r"multiple of patch size x merge size = 32 px; the env renders 48 px"):
+        policy_from_hf(str(base), at, state_dim=dims, image_size=(48, 48))
+
+
 def test_policy_family_option_accepts_it():
     from vla_rl.config import PolicyOptions
 

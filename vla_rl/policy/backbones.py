@@ -95,6 +95,11 @@ class Family(ABC):
 
         return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
 
+    def model_image_size(self, config, image_size: int) -> int:
+        """The square image side a pretrained checkpoint's vision tower takes (the env's frames are resized to it):
+        its config's `vision_config.image_size` for fixed-resolution towers; `image_size` is the env's."""
+        return int(config.vision_config.image_size)
+
     def adapt_processor(self, processor, image_size: int) -> None:
         """Make a pretrained processor expand one image to one tile (what the tensor path feeds)."""
 
@@ -306,6 +311,29 @@ class Qwen2_5_VLFamily(Family):
                                                    patch_size=preset.patch_size, merge_size=self.merge_size,
                                                    temporal_patch_size=self.temporal_patch_size)
         return Qwen2_5_VLForConditionalGeneration(config), Qwen2_5_VLImageProcessor(image_processor, tokenizer)
+
+    def model_image_size(self, config, image_size):
+        """Qwen2.5-VL reads any multiple of patch x merge (28 px for the published models) and its config names no
+        size: a checkpoint without one takes the env's frames as they are, recorded in `vision_config.image_size`
+        (saved with the policy, read back by `VLAPolicy.vision_image_size`)."""
+        v = config.vision_config
+        if getattr(v, "image_size", None):
+            return int(v.image_size)
+        unit = v.patch_size * v.spatial_merge_size
+        if image_size % unit:
+            raise BackboneError(f"qwen2_5_vl reads images whose side is a multiple of patch size x merge size = {unit} "
+                                f"px; the env renders {image_size} px — set --env_options.image_size to a multiple "
+                                f"of {unit} (e.g. {unit * max(1, round(image_size / unit))})")
+        v.image_size = int(image_size)
+        return v.image_size
+
+    def adapt_processor(self, processor, image_size):
+        """One image of `image_size`^2 pixels exactly: min = max pixels (a hub processor allows a range)."""
+        ip, pixels = processor.image_processor, int(image_size) ** 2
+        ip.size = {"shortest_edge": pixels, "longest_edge": pixels}
+        for name in ("min_pixels", "max_pixels"):
+            if hasattr(ip, name):
+                setattr(ip, name, pixels)
 
     def pixel_kwargs(self, pixel_values, config):
         from vla_rl.policy.qwen2_5_vl import flatten_patches

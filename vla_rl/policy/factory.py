@@ -80,7 +80,7 @@ def policy_from_hf(name_or_path: str, action_tokenizer: ActionTokenizer, state_d
         except (OSError, ValueError) as e:
             raise PolicyError(f"{name_or_path}: cannot load the model or its processor "
                               f"({' '.join(str(e).split())[:300]})") from None
-        family.adapt_processor(processor, int(model.config.vision_config.image_size))
+        family.adapt_processor(processor, family.model_image_size(model.config, int(image_size[0])))
         if use_state:
             _ensure_state_token(processor, model)  # first: a <state> it adds is an added token the bins must avoid
         at = dataclasses.replace(action_tokenizer,
