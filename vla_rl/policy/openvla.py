@@ -173,23 +173,25 @@ def _plan(config) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
                                                                HF_DINO + "embeddings.position_embeddings")),
              ("copy", (d + "reg_token",), (HF_DINO + "embeddings.register_tokens",)),
              ("new", (), (HF_DINO + "embeddings.mask_token",))]
+    def blocks(theirs_prefix: str, ours_prefix: str, n: int, names: tuple[str, ...], attention: str) -> None:
+        """timm's ViT blocks (norm1, norm2, attn.proj, mlp.fc1, mlp.fc2, fused attn.qkv) onto transformers' names."""
+        for i in range(n):
+            theirs, ours = f"{theirs_prefix}blocks.{i}.", f"{ours_prefix}{i}."
+            for a, b in zip(("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2"), names, strict=True):
+                copy(theirs + a, ours + b)
+            qkv(theirs + "attn.qkv", ours + attention)
+
     copy(d + "patch_embed.proj", HF_DINO + "embeddings.patch_embeddings.projection")
-    for i in range(config.vision_config.num_hidden_layers):
-        theirs, ours = f"{d}blocks.{i}.", f"{HF_DINO}encoder.layer.{i}."
-        for a, b in (("norm1", "norm1"), ("norm2", "norm2"), ("attn.proj", "attention.o_proj"),
-                     ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-            copy(theirs + a, ours + b)
-        qkv(theirs + "attn.qkv", ours + "attention")
-        plan += [("copy", (f"{theirs}ls{j}.scale_factor",), (f"{ours}layer_scale{j}.lambda1",)) for j in (1, 2)]
+    n_dino = config.vision_config.num_hidden_layers
+    blocks(d, HF_DINO + "encoder.layer.", n_dino, ("norm1", "norm2", "attention.o_proj", "mlp.fc1", "mlp.fc2"),
+           "attention")
+    plan += [("copy", (f"{d}blocks.{i}.ls{j}.scale_factor",), (f"{HF_DINO}encoder.layer.{i}.layer_scale{j}.lambda1",))
+             for i in range(n_dino) for j in (1, 2)]
     copy(d + "norm", HF_DINO + "layernorm")
     plan.append(("siglip_pos", (s + "pos_embed",), (HF_SIGLIP + "embeddings.position_embedding.weight",)))
     copy(s + "patch_embed.proj", HF_SIGLIP + "embeddings.patch_embedding")
-    for i in range(config.fused_vision_config.num_hidden_layers):
-        theirs, ours = f"{s}blocks.{i}.", f"{HF_SIGLIP}encoder.layers.{i}."
-        for a, b in (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.proj", "self_attn.out_proj"),
-                     ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-            copy(theirs + a, ours + b)
-        qkv(theirs + "attn.qkv", ours + "self_attn")
+    blocks(s, HF_SIGLIP + "encoder.layers.", config.fused_vision_config.num_hidden_layers,
+           ("layer_norm1", "layer_norm2", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"), "self_attn")
     copy(s + "norm", HF_SIGLIP + "post_layernorm")
     pool, head = s + "attn_pool.", HF_SIGLIP + "head."
     plan.append(("copy", (pool + "latent",), (head + "probe",)))
