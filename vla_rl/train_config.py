@@ -379,9 +379,19 @@ class ExportConfig:
     merge: bool = False
     # Replace an earlier export in `out` (only a policy directory; anything else there is refused).
     overwrite: bool = False
+    # "vla-rl" (a policy directory) or "openvla" (OpenVLA's checkpoint layout, LoRA merged: for a policy loaded from an
+    # OpenVLA checkpoint without <state>; OpenVLA's own code and `policy_from_hf` read it; `out` must not exist).
+    format: str = "vla-rl"
+    # With --format openvla: also record the policy's action statistics under this norm_stats key (its unnorm_key).
+    stats_key: str = ""
 
     def validate(self) -> None:
         if not self.checkpoint:
             raise ConfigError("checkpoint='' : give a train checkpoint, e.g. --checkpoint outputs/train/checkpoints/last")
         if not self.out:
             raise ConfigError("out='' : give an output directory")
+        check_choice("format", self.format, ("vla-rl", "openvla"))
+        if self.stats_key and self.format != "openvla":
+            raise ConfigError(f"stats_key={self.stats_key!r} names OpenVLA norm_stats; use it with --format openvla")
+        if self.format == "openvla" and (self.merge or self.overwrite):
+            raise ConfigError("--format openvla always merges LoRA and writes a new directory: drop --merge/--overwrite")

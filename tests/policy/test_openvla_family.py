@@ -257,6 +257,35 @@ def test_pretrain_wraps_an_openvla_checkpoint_with_the_configured_unnorm_key(ckp
     assert own.action_tokenizer.scheme == "openvla" and own.action_tokenizer.low != tuple(stats["q01"])  # the demos'
 
 
+def test_vla_rl_export_writes_openvlas_layout_from_a_policy_directory(ckpt, obs_batch, tmp_path):
+    """`vla-rl export --format openvla --stats_key K`: a saved policy (LoRA trained) back in OpenVLA's layout, its
+    action statistics under K, loading to the same actions; the option's misuse is one ConfigError."""
+    from vla_rl.base.errors import ConfigError
+    from vla_rl.commands import export
+    from vla_rl.train_config import ExportConfig
+
+    policy = _load(ckpt, dims=3, unnorm_key="bridge_orig")
+    policy.add_lora(r=4, alpha=8)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    policy.save_pretrained(tmp_path / "trained")
+    cfg = ExportConfig(checkpoint=str(tmp_path / "trained"), out=str(tmp_path / "ov"), format="openvla",
+                       stats_key="my_robot")
+    cfg.validate()
+    assert export.run(cfg) == 0
+    config = json.loads((tmp_path / "ov/config.json").read_text())
+    assert config["model_type"] == "openvla" and "my_robot" in config["norm_stats"]
+    back = _load(tmp_path / "ov", dims=3, unnorm_key="my_robot")
+    obs = obs_batch(3)
+    a, b = policy.act(obs, greedy=True), back.act(obs, greedy=True)
+    torch.testing.assert_close(b.logp, a.logp, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(b.actions, a.actions)
+    with pytest.raises(ConfigError, match="stats_key='k' names OpenVLA norm_stats"):
+        ExportConfig(checkpoint="c", out="o", stats_key="k").validate()
+
+
 def test_export_to_openvlas_layout_round_trips_exactly(ckpt, obs_batch, tmp_path):
     from safetensors.torch import load_file
 

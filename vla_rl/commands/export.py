@@ -4,7 +4,8 @@ Without --merge: the policy directory as trained — `base/` (a transformers mod
 LoRA adapter in PEFT format, loadable with `PeftModel.from_pretrained(base, adapter)`), the value
 head and the action tokenizer. With --merge: the LoRA weights folded into the base model
 (`merge_and_unload`), so `base/` alone is the fine-tuned model — `transformers` loads it without
-peft, and `vla-rl eval --policy OUT` runs it.
+peft, and `vla-rl eval --policy OUT` runs it. With --format openvla (a policy loaded from an OpenVLA checkpoint):
+OpenVLA's own layout, LoRA merged (`vla_rl.policy.openvla.export_openvla`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def run(cfg: ExportConfig) -> int:
                           "directory (no policy.json) — give e.g. outputs/train/checkpoints/last")
     if out.resolve() == src.resolve():
         raise PolicyError(f"out={cfg.out} is the checkpoint itself — give another directory")
+    if cfg.format == "openvla":
+        from vla_rl.policy.openvla import export_openvla
+
+        export_openvla(VLAPolicy.from_pretrained(src), out, cfg.stats_key or None)
+        print(json.dumps({"policy": str(out), "source": str(src), "format": "openvla", "merged": True,
+                          "stats_key": cfg.stats_key or None}))
+        return 0
     prepare_output(out, POLICY, overwrite=cfg.overwrite)
     policy = VLAPolicy.from_pretrained(src)
     merged = False
