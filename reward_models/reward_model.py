@@ -136,19 +136,19 @@ class FrozenVisionTower:
         from vla_rl.policy import VLAPolicy
 
         policy = VLAPolicy.from_pretrained(policy_dir)
-        inner = policy.base_model.model
-        self.tower = (getattr(inner, "vision_tower", None) or inner.vision_model).eval().requires_grad_(False)
+        self.family, self.config = policy.family, policy.base_model.config
+        self.tower = self.family.vision_module(policy.base_model.model).eval().requires_grad_(False)  # only the tower
         self.size = policy.vision_image_size
         ip = policy.processor.image_processor
         self.mean, self.std = ip.image_mean, ip.image_std
-        self.dim = int(policy.base_model.config.vision_config.hidden_size)
+        self.dim = self.family.vision_feature_dim(self.config)
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
         from vla_rl.policy.images import normalize_unit_images
 
         x = normalize_unit_images(images01, self.size, self.mean, self.std, next(self.tower.parameters()).dtype)
-        return self.tower(pixel_values=x).last_hidden_state.mean(1).float()
+        return self.family.vision_features(self.tower, x, self.config).float()
 
 
 class RewardEnsemble(nn.Module):

@@ -95,6 +95,19 @@ class Family(ABC):
 
         return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
 
+    def vision_module(self, inner):
+        """The vision tower inside the HF model's inner model (`model.model`): what a reward model with
+        `encoder: vla` reads, frozen."""
+        return getattr(inner, "vision_tower", None) or inner.vision_model
+
+    def vision_features(self, tower, pixel_values: torch.Tensor, config) -> torch.Tensor:
+        """Mean-pooled features `(B, vision_feature_dim)` of `tower` (= `vision_module(...)`) on normalised images
+        `(B, 3, H, W)`."""
+        return tower(pixel_values=pixel_values).last_hidden_state.mean(1)
+
+    def vision_feature_dim(self, config) -> int:
+        return int(config.vision_config.hidden_size)
+
     def model_image_size(self, config, image_size: int) -> int:
         """The square image side a pretrained checkpoint's vision tower takes (the env's frames are resized to it):
         its config's `vision_config.image_size` for fixed-resolution towers; `image_size` is the env's."""
@@ -327,6 +340,18 @@ class Qwen2_5_VLFamily(Family):
         v.image_size = int(image_size)
         return v.image_size
 
+    def vision_module(self, inner):
+        return inner.visual
+
+    def vision_features(self, tower, pixel_values, config):
+        """The merged patch tokens (the patch merger's output, what the LM reads), mean-pooled per image."""
+        pixels = self.pixel_kwargs(pixel_values, config)
+        merged = tower(pixels["pixel_values"], grid_thw=pixels["image_grid_thw"]).pooler_output
+        return merged.view(pixel_values.shape[0], -1, merged.shape[-1]).mean(1)
+
+    def vision_feature_dim(self, config):
+        return int(config.vision_config.out_hidden_size)
+
     def adapt_processor(self, processor, image_size):
         """One image of `image_size`^2 pixels exactly: min = max pixels (a hub processor allows a range)."""
         ip, pixels = processor.image_processor, int(image_size) ** 2
@@ -384,6 +409,14 @@ class OpenVLAFamily(Family):
         from vla_rl.policy.prismatic import PrismaticVLAProcessor
 
         return PrismaticVLAProcessor.from_pretrained(path, **kwargs)
+
+    def vision_features(self, tower, pixel_values, config):
+        """Both towers' patch features (the fused 2176-channel ones at openvla-7b's size), mean-pooled; the images
+        arrive as the processor leaves them (mean 0, std 1: in [0, 1]) and get each tower's normalisation here."""
+        return tower(self.pixel_kwargs(pixel_values, config)["pixel_values"]).mean(1)
+
+    def vision_feature_dim(self, config):
+        return int(config.vision_config.hidden_size + config.fused_vision_config.hidden_size)
 
     def load_model(self, path, **kwargs):
         from vla_rl.policy.prismatic import PrismaticVLAForConditionalGeneration
