@@ -1,6 +1,7 @@
 """Checks every VLA family passes: a reference decoder for the KV-cache tests (every action token re-scored by a full
 forward over the prompt and the tokens so far, no cache, greedily; positions continue along their last axis, so 1-D
-and M-RoPE (3-D) positions both work) and LoRA on the LM projections with an adapter-free reference."""
+and M-RoPE (3-D) positions both work), LoRA on the LM projections with an adapter-free reference, and scores that do
+not depend on which minibatch a sample lands in."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ def naive_greedy(policy, obs) -> tuple[torch.Tensor, torch.Tensor]:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
             pos = torch.cat([pos, pos[..., -1:] + 1], -1)
     return torch.stack(tokens, 1), torch.stack(logps, 1)
+
+
+def check_scores_do_not_depend_on_batch_composition(policy, obs) -> None:
+    """Fixed-length prompts + positions from the mask: samples 4 and 1 of a 6-sample `act` batch score the same when
+    the learner evaluates them as a minibatch of their own."""
+    out = policy.act(obs, generator=torch.Generator().manual_seed(3))
+    sub = {k: v[[4, 1]] for k, v in obs.items()}
+    torch.testing.assert_close(policy.evaluate(sub, out.tokens[[4, 1]]).logp, out.logp[[4, 1]], atol=1e-5, rtol=0)
 
 
 LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
