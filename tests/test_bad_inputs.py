@@ -153,6 +153,11 @@ CASES = [
     # export
     (["export"], "--checkpoint {r}/nope --out {w}/x", "neither a train checkpoint"),
     (["export"], "--checkpoint {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a policy directory"),
+    (["export"], "--checkpoint {r}/" + P + " --format onnx --out {w}/x", "format='onnx'"),
+    (["export"], "--checkpoint {r}/" + P + " --stats_key my_robot --out {w}/x",
+     "stats_key='my_robot' names OpenVLA norm_stats; use it with --format openvla"),
+    (["export"], "--checkpoint {r}/" + P + " --format openvla --out {w}/x",
+     "was not loaded from an OpenVLA checkpoint; only those export to OpenVLA's layout"),
     # reward label
     (["reward", "label"], "--data [{r}/demos] --segment_length 500 --pairs 2 --out {w}/p", "segment_length=500"),
     (["reward", "label"], "--data [{r}/demos] --labeler hf --vlm_model {r}/demos --pairs 2 --out {w}/p",
