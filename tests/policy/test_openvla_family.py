@@ -289,7 +289,7 @@ def test_vla_rl_export_writes_openvlas_layout_from_a_policy_directory(ckpt, obs_
 def test_export_to_openvlas_layout_round_trips_exactly(ckpt, obs_batch, tmp_path):
     from safetensors.torch import load_file
 
-    from vla_rl.policy.openvla import export_openvla
+    from vla_rl.policy.openvla_export import export_openvla
 
     policy = _load(ckpt, unnorm_key="toy")
     export_openvla(policy, tmp_path / "out")
@@ -328,7 +328,7 @@ def test_a_small_prismatic_policy_builds_from_a_preset(tiny_policy, obs_batch):
     assert torch.equal(naive_greedy(policy, obs)[0], out.tokens)
     check_unpadded_batch_scores_like_act("vla_rl_openvla", obs_batch)
     with pytest.raises(PolicyError, match="not loaded from an OpenVLA checkpoint"):
-        from vla_rl.policy.openvla import export_openvla
+        from vla_rl.policy.openvla_export import export_openvla
 
         export_openvla(policy, "unused")
 

@@ -5,7 +5,7 @@ LoRA adapter in PEFT format, loadable with `PeftModel.from_pretrained(base, adap
 head and the action tokenizer. With --merge: the LoRA weights folded into the base model
 (`merge_and_unload`), so `base/` alone is the fine-tuned model — `transformers` loads it without
 peft, and `vla-rl eval --policy OUT` runs it. With --format openvla (a policy loaded from an OpenVLA checkpoint):
-OpenVLA's own layout, LoRA merged (`vla_rl.policy.openvla.export_openvla`).
+OpenVLA's own layout, LoRA merged (`vla_rl.policy.openvla_export.export_openvla`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run(cfg: ExportConfig) -> int:
     if out.resolve() == src.resolve():
         raise PolicyError(f"out={cfg.out} is the checkpoint itself — give another directory")
     if cfg.format == "openvla":
-        from vla_rl.policy.openvla import export_openvla
+        from vla_rl.policy.openvla_export import export_openvla
 
         export_openvla(VLAPolicy.from_pretrained(src), out, cfg.stats_key or None)
         print(json.dumps({"policy": str(out), "source": str(src), "format": "openvla", "merged": True,
