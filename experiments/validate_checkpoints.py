@@ -20,7 +20,7 @@ import yaml
 
 from vla_rl.base.atomic_io import atomic_write_text
 from vla_rl.run_summary import VALIDATION_FILE
-from vla_rl.train_config import seeds_overlap
+from vla_rl.base.validation import seeds_overlap
 
 
 def fail(message: str) -> None:

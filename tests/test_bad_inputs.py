@@ -97,6 +97,8 @@ CASES = [
     (["pretrain"], "--demos [{r}/demos] --policy.base_model {r}/demos --out {w}/p", "no config.json"),
     (["pretrain"], "--demos [{r}/demos] --policy.unnorm_key bridge_orig --out {w}/p",
      "policy.unnorm_key='bridge_orig' picks an OpenVLA checkpoint's action statistics"),
+    (["pretrain"], "--demos [{r}/demos] --val_episodes 30 --eval_every 100 --val_seed 10010 --out {w}/p",
+     "validation seeds 10010-10039 overlap the evaluation seeds 10000-10019"),
     # eval
     (["eval"], "--policy {r}/" + P + " --device cuda --out {w}/e", "device='cuda'"),
     (["eval"], "--policy {r}/nope --out {w}/e", "nope/policy.json: not found"),

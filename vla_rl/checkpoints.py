@@ -6,6 +6,8 @@
     checkpoints/000500/training_state/       optimizer.safetensors (AdamW moments, by parameter
                                              name) + state.json (step, param groups, RNG states)
     checkpoints/last -> 000500               symlink, swapped atomically after a save completes
+    checkpoints/best -> 000500               (--val_episodes N) the best validation success so far; state.json's
+                                             extra.best holds its step and success
 
 `vla-rl train` (RL), `save_rl_checkpoint` / `load_train_state`:
 

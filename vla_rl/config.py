@@ -20,7 +20,7 @@ import yaml
 from envs.options import EnvOptions
 from vla_rl.base.atomic_io import atomic_write_text
 from vla_rl.base.errors import ConfigError
-from vla_rl.base.validation import check_device, check_range
+from vla_rl.base.validation import check_device, check_range, seeds_overlap
 
 T = TypeVar("T")
 
@@ -211,6 +211,9 @@ class PolicyOptions:
                               "give the checkpoint with --policy.base_model DIR, or drop --policy.unnorm_key")
 
 
+PRETRAIN_EVAL_SEED = 10_000  # BC evaluates on seeds 10000, 10001, ...: those `vla-rl eval` and RL's evaluations use
+
+
 @dataclass
 class PretrainConfig:
     """Behaviour cloning: train a VLA's action tokens on demonstrations (cross-entropy, AdamW, cosine)."""
@@ -240,6 +243,15 @@ class PretrainConfig:
     eval_every: int = 0
     # Episodes per evaluation (fixed seeds 10000, 10001, ...; greedy decoding).
     eval_episodes: int = 20
+    # Validation episodes at every evaluation, greedy, on seeds val_seed, val_seed + 1, ... (disjoint from the
+    # evaluation seeds, which RL reports its start on): the checkpoint with the best validation success becomes
+    # checkpoints/best (ties: the later one) — BC's stopping rule, as robomimic picks by rollout success. 0 = off.
+    val_episodes: int = 0
+    # First validation seed.
+    val_seed: int = 20_000
+    # Stop after this many validations in a row without a higher validation success than the best (0 = run all
+    # `steps`); checkpoints/best is then the start to use.
+    val_patience: int = 0
     # Save a checkpoint every N steps (and always at the end).
     save_every: int = 500
     # Print / log metrics every N steps.
@@ -273,8 +285,26 @@ class PretrainConfig:
         check_range("augment_shift", self.augment_shift, 0, 64)
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("stop_after", self.stop_after, 0, 10**9)
+        self._validate_validation()
         if not self.out:
             raise ConfigError("out='' : give a run directory, e.g. --out outputs/pretrain/touch")
+
+    def _validate_validation(self) -> None:
+        check_range("val_episodes", self.val_episodes, 0, 10**6)
+        check_range("val_seed", self.val_seed, 0, 2**31 - 1)
+        check_range("val_patience", self.val_patience, 0, 10**6)
+        if self.val_patience and not self.val_episodes:
+            raise ConfigError(f"val_patience={self.val_patience} without validation: set --val_episodes (e.g. 30) "
+                              "or --val_patience 0")
+        if not self.val_episodes:
+            return
+        if self.eval_every <= 0:
+            raise ConfigError(f"val_episodes={self.val_episodes} with eval_every={self.eval_every}: validation runs at "
+                              "the evaluations — set --eval_every N (e.g. steps / 10), or --val_episodes 0")
+        if seeds_overlap(self.val_seed, self.val_episodes, PRETRAIN_EVAL_SEED, self.eval_episodes):
+            raise ConfigError(f"val_seed={self.val_seed}: validation seeds {self.val_seed}-"
+                              f"{self.val_seed + self.val_episodes - 1} overlap the evaluation seeds "
+                              f"{PRETRAIN_EVAL_SEED}-{PRETRAIN_EVAL_SEED + self.eval_episodes - 1} — move --val_seed")
 
 
 @dataclass

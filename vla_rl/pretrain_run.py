@@ -12,6 +12,8 @@ Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the 
     lr              learning rate at this step
     tokens_per_s    action tokens trained per second (batch * K * D / step time)
     eval/success_rate  success of greedy decoding in the demos' env (when evaluated)
+    val/success_rate   the same on the validation seeds (--val_episodes); val/best_step, val/best_success_rate:
+                       the checkpoint `checkpoints/best` names — the stopping rule (--val_patience) reads these
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from tqdm import tqdm
 from vla_rl.base.errors import CheckpointError
 from vla_rl.base.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.bc_data import BCData, random_shift
-from vla_rl.checkpoints import check_same_options, latest, load_training_state, save_checkpoint
-from vla_rl.config import PretrainConfig, save_config
+from vla_rl.checkpoints import (BEST, check_same_options, is_better, latest, load_training_state, point_best,
+                                save_checkpoint)
+from vla_rl.config import PRETRAIN_EVAL_SEED, PretrainConfig, save_config
 from vla_rl.schedules import warmup_cosine
 
 CONFIG_FILE = "pretrain_config.yaml"
@@ -74,6 +77,9 @@ class PretrainRun:
         self.last_eval: dict = {}
         self.loss = None
         self.step = 0
+        self.best: dict | None = None  # {"step", "success_rate"} of checkpoints/best (validation)
+        self.since_best = 0  # validations since the best one
+        self.stopped_early = False
 
     def run(self) -> dict:
         self.setup()
@@ -85,11 +91,22 @@ class PretrainRun:
             bar.update(1)
             if self.step % self.cfg.log_every == 0 or self.step == self.end:
                 self.log(bar, obs, tokens, lr, dt)
+            validated = False
             if self.evaluate_now():
                 self.evaluate(bar)
-            if self.step % self.cfg.save_every == 0 or self.step == self.end:
-                save_checkpoint(self.root, self.step, self.policy, self.opt, self.names, {"loss": self.loss.item()},
-                                self.rng)
+                validated = self.cfg.val_episodes > 0
+                if validated:
+                    self.validate(bar)
+            if validated or self.step % self.cfg.save_every == 0 or self.step == self.end:
+                save_checkpoint(self.root, self.step, self.policy, self.opt, self.names,
+                                {"loss": self.loss.item(), "best": self.best, "since_best": self.since_best}, self.rng)
+            if validated and self.best["step"] == self.step:
+                point_best(self.root, self.step)
+            if validated and self.cfg.val_patience and self.since_best >= self.cfg.val_patience:
+                bar.write(f"step {self.step}: {self.since_best} validations without a new best — stopping; "
+                          f"checkpoints/best is step {self.best['step']} (validation {self.best['success_rate']:.2f})")
+                self.stopped_early = True
+                break
         bar.close()
         return self.summary(time.perf_counter() - t_run)
 
@@ -125,7 +142,10 @@ class PretrainRun:
             save_config(dataclasses.replace(cfg, stop_after=0, resume=False, overwrite=False), out / CONFIG_FILE)
         self._build_optimizer()
         if cfg.resume:
-            self.step = int(load_training_state(ckpt, self.opt, self.names, self.rng)["step"])
+            state = load_training_state(ckpt, self.opt, self.names, self.rng)
+            self.step = int(state["step"])
+            extra = state.get("extra") or {}
+            self.best, self.since_best = extra.get("best"), int(extra.get("since_best", 0))
         self.end = cfg.steps if not cfg.stop_after else min(cfg.steps, self.step + cfg.stop_after)
         n_params = sum(p.numel() for p in self.policy.parameters())
         print(f"pretrain: {len(self.data)} samples from {self.data.episodes} episodes of {self.data.env['env_id']}; "
@@ -185,7 +205,7 @@ class PretrainRun:
         env_id = self.data.env["env_id"]
         with tqdm(total=progress_total(env_id, self.cfg.eval_episodes, options), desc=f"eval at step {self.step}",
                   unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-            self.last_eval = evaluate_policy(self.policy, env_id, self.cfg.eval_episodes, seed=10_000,
+            self.last_eval = evaluate_policy(self.policy, env_id, self.cfg.eval_episodes, seed=PRETRAIN_EVAL_SEED,
                                              options=options, progress=eval_bar)
         self.last_eval.pop("per_episode")
         with open(self.metrics_path, "a") as f:
@@ -193,11 +213,36 @@ class PretrainRun:
         lo, hi = self.last_eval["success_rate_ci95"]
         bar.write(f"step {self.step}: success {self.last_eval['success_rate']:.2f} (95% CI {lo:.2f}-{hi:.2f})")
 
+    def validate(self, bar) -> None:
+        """Greedy success on the validation seeds; moves the best (written to checkpoints/best after the save)."""
+        from envs import EnvOptions
+        from vla_rl.evaluation import evaluate_policy
+
+        options = EnvOptions(**self.data.env_options) if self.data.env_options else EnvOptions()
+        result = evaluate_policy(self.policy, self.data.env["env_id"], self.cfg.val_episodes, seed=self.cfg.val_seed,
+                                 options=options)
+        success = float(result["success_rate"])
+        if is_better(success, None if self.best is None else self.best):
+            raised = self.best is None or success > float(self.best["success_rate"])
+            self.best = {"step": self.step, "success_rate": success}
+            self.since_best = 0 if raised else self.since_best + 1
+        else:
+            self.since_best += 1
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": self.step, "val/success_rate": success, "val/best_step": self.best["step"],
+                                "val/best_success_rate": self.best["success_rate"]}) + "\n")
+        bar.write(f"step {self.step}: validation {success:.2f} (best {self.best['success_rate']:.2f} at step "
+                  f"{self.best['step']})")
+
     def summary(self, seconds: float) -> dict:
         loss = self.loss
         summary = {"step": self.step, "steps": self.cfg.steps, "loss": round(loss.item(), 5) if loss is not None else None,
                    "seconds": round(seconds, 1), "checkpoint": str(self.root / "last" / "pretrained_model"),
                    "samples": len(self.data), "episodes": self.data.episodes}
+        if self.best is not None:
+            summary.update({"best_step": self.best["step"], "best_val_success_rate": self.best["success_rate"],
+                            "best_checkpoint": str(self.root / BEST / "pretrained_model"),
+                            "stopped_early": self.stopped_early})
         if self.last_eval:
             summary.update({"success_rate": self.last_eval["success_rate"],
                             "success_rate_ci95": self.last_eval["success_rate_ci95"]})

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from envs.options import EnvOptions
 from reward_models.config import PreferenceOptions
 from vla_rl.base.errors import ConfigError
-from vla_rl.base.validation import check_choice, check_range
+from vla_rl.base.validation import check_choice, check_range, seeds_overlap
 
 # What a learned reward pays for (see TrainConfig.learned_reward; vla_rl.rl.episodes.learned_rewards).
 LEARNED_REWARD_FORMS = ("score", "delta", "gain")
@@ -360,11 +360,6 @@ class TrainConfig:
         all_on_gpu = (self.env_runners >= 1 and self.gpus_per_runner > 0
                       and self.num_learners >= 1 and self.gpus_per_learner > 0)
         return "bfloat16" if all_on_gpu else "float32"
-
-
-def seeds_overlap(first_a: int, count_a: int, first_b: int, count_b: int) -> bool:
-    """Do the seed ranges [first_a, first_a + count_a) and [first_b, first_b + count_b) share a seed?"""
-    return first_a < first_b + count_b and first_b < first_a + count_a
 
 
 @dataclass

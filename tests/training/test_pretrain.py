@@ -141,3 +141,68 @@ def test_random_shift_crops_a_window_of_the_edge_padded_image():
         windows = [padded[i, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
         assert any(np.array_equal(shifted[i], w) for w in windows)
     assert any(not np.array_equal(shifted[i], images[i]) for i in range(6))
+
+
+def _scripted_validation(monkeypatch, successes: list[float]):
+    """Replace the rollouts of BC's evaluations: validation seeds (20000..) return `successes` in order, the
+    evaluation seeds 0.0 — so the stopping rule is tested on a known sequence."""
+    import vla_rl.evaluation as evaluation
+
+    calls = {"val": 0, "eval_seeds": []}
+
+    def fake(policy, env_id, episodes, seed=0, **kwargs):
+        if seed >= 20_000:
+            rate, calls["val"] = successes[calls["val"]], calls["val"] + 1
+        else:
+            rate = 0.0
+            calls["eval_seeds"].append(seed)
+        return {"success_rate": rate, "success_rate_ci95": [0.0, 1.0], "per_episode": []}
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", fake)
+    return calls
+
+
+def test_validation_picks_best_and_patience_stops_bc(touch_demos, tmp_path, capsys, monkeypatch):
+    calls = _scripted_validation(monkeypatch, [0.5, 0.5, 0.25, 0.25, 1.0])
+    run = tmp_path / "v"
+    assert main(_args(touch_demos, run, "--steps", "12", "--eval_every", "2", "--val_episodes", "4",
+                      "--val_patience", "2", "--save_every", "100")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 0.5 (step 2: best), 0.5 (step 4: a tie goes to the later checkpoint, not a new high), 0.25 (step 6: two
+    # validations without a higher success) -> stop at step 6; best = step 4.
+    assert (summary["step"], summary["best_step"], summary["best_val_success_rate"]) == (6, 4, 0.5)
+    assert summary["stopped_early"] is True and calls["val"] == 3
+    assert calls["eval_seeds"] == [10_000] * 3
+    assert (run / "checkpoints/best").resolve().name == "000004"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["000002", "000004", "000006", "best", "last"]
+    state = json.loads((run / "checkpoints/000006/training_state/state.json").read_text())
+    assert state["extra"]["best"] == {"step": 4, "success_rate": 0.5} and state["extra"]["since_best"] == 2
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["val/success_rate"], r["val/best_step"]) for r in rows if "val/success_rate" in r] == \
+        [(2, 0.5, 2), (4, 0.5, 4), (6, 0.25, 4)]
+
+
+def test_validation_state_survives_resume(touch_demos, tmp_path, capsys, monkeypatch):
+    calls = _scripted_validation(monkeypatch, [0.75, 0.25, 0.5, 0.5])
+    run = tmp_path / "r"
+    opts = ("--steps", "8", "--eval_every", "2", "--val_episodes", "4", "--val_patience", "3", "--save_every", "100")
+    assert main(_args(touch_demos, run, *opts, "--stop_after", "4")) == 0
+    assert main(_args(touch_demos, run, *opts, "--resume", "true")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 0.75 at step 2 stays the best; 0.25, 0.5 and 0.5 are three validations without a higher success, the count
+    # carried over the resume (steps 4 | 6, 8) -> stop at step 8, the run's end anyway.
+    assert calls["val"] == 4 and (summary["best_step"], summary["step"], summary["stopped_early"]) == (2, 8, True)
+    assert (run / "checkpoints/best").resolve().name == "000002"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--val_patience", "3"), "val_patience=3 without validation"),
+    (("--val_episodes", "5", "--eval_every", "0"), "val_episodes=5 with eval_every=0"),
+    (("--val_episodes", "5", "--eval_every", "2", "--eval_episodes", "20", "--val_seed", "10010"),
+     "overlap the evaluation seeds 10000-10019"),
+])
+def test_validation_options_are_checked_before_anything_is_written(touch_demos, tmp_path, capsys, extra, message):
+    assert main(_args(touch_demos, tmp_path / "bad", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

@@ -38,3 +38,8 @@ def check_device(field_name: str, device: str) -> None:
         raise ConfigError(f"{field_name}={device!r}: MPS is not available here — use --{field_name} cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{field_name}={device!r}: unsupported device type — use cpu, cuda, cuda:N or mps")
+
+
+def seeds_overlap(first_a: int, count_a: int, first_b: int, count_b: int) -> bool:
+    """Do the seed ranges [first_a, first_a + count_a) and [first_b, first_b + count_b) share a seed?"""
+    return first_a < first_b + count_b and first_b < first_a + count_a
