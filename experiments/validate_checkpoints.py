@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from vla_rl.base.atomic_io import atomic_write_text
-from vla_rl.run_summary import VALIDATION_FILE
 from vla_rl.base.validation import seeds_overlap
+from vla_rl.run_summary import VALIDATION_FILE
 
 
 def fail(message: str) -> None:

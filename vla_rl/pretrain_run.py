@@ -31,8 +31,15 @@ from tqdm import tqdm
 from vla_rl.base.errors import CheckpointError
 from vla_rl.base.outputs import PRETRAIN_RUN, clear_output, existing_output, prepare_output
 from vla_rl.bc_data import BCData, random_shift
-from vla_rl.checkpoints import (BEST, check_same_options, is_better, latest, load_training_state, point_best,
-                                save_checkpoint)
+from vla_rl.checkpoints import (
+    BEST,
+    check_same_options,
+    is_better,
+    latest,
+    load_training_state,
+    point_best,
+    save_checkpoint,
+)
 from vla_rl.config import PRETRAIN_EVAL_SEED, PretrainConfig, save_config
 from vla_rl.schedules import warmup_cosine
 
