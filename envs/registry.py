@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from importlib.metadata import entry_points
 
 import gymnasium as gym
@@ -15,6 +16,8 @@ from envs.wrapper import VLAEnv
 ENTRY_POINT_GROUP = "vla_rl.env_families"  # a package's `EnvFamily` objects, registered when `envs` is imported
 _FAMILIES: dict[str, EnvFamily] = {}
 _SPECS: dict[str, TaskSpec] = {}
+# Families behind an optional extra: registered only when the extra is installed (see _register_builtin_families).
+OPTIONAL_FAMILIES = {"libero": 'pip install -e ".[libero]"'}
 
 
 def register_family(family: EnvFamily) -> None:
@@ -48,13 +51,30 @@ def list_specs() -> list[TaskSpec]:
 def get_spec(env_id: str) -> TaskSpec:
     """Look up a task by project id ("metaworld/drawer-open") or gymnasium id ("vla_rl/metaworld.drawer-open")."""
     key = env_id
-    if key.startswith("vla_rl/"):
-        key = key[len("vla_rl/") :].replace(".", "/", 1)
+    if key.startswith("vla_rl/"):  # "vla_rl/libero.object.<task>": the family's and the suite's "/" became "."
+        key = next((s.id for s in _SPECS.values() if s.gym_id == env_id), key[len("vla_rl/") :].replace(".", "/", 1))
     if key not in _SPECS:
-        close = difflib.get_close_matches(key, _SPECS, n=3)
-        hint = f"; did you mean {close}?" if close else ""
-        raise KeyError(f"unknown env id {env_id!r}{hint} (run `vla-rl envs` to list all {len(_SPECS)} ids)")
+        family = key.split("/", 1)[0]
+        if family in OPTIONAL_FAMILIES and family not in _FAMILIES:
+            raise KeyError(f"env id {env_id!r} is a task of the optional family {family!r}, which is not installed: "
+                           f"{OPTIONAL_FAMILIES[family]}")
+        raise KeyError(f"unknown env id {env_id!r}{_close_ids(key)} (run `vla-rl envs` to list all {len(_SPECS)} ids)")
     return _SPECS[key]
+
+
+def _close_ids(key: str) -> str:
+    """"; did you mean [...]?" for an unknown id, or "" when nothing is close."""
+    close = difflib.get_close_matches(key, _SPECS, n=3)
+    if close:
+        return f"; did you mean {close}?"
+    head = key.rsplit("/", 1)[0] + "/"  # a short or garbled task name: compare within its prefix ("libero/object/")
+    same = [i for i in _SPECS if i.startswith(head)]
+    if same:
+        close = difflib.get_close_matches(key, same, n=3, cutoff=0.3)
+        return f"; did you mean {close}?" if close else ""
+    heads = sorted({i.rsplit("/", 1)[0] + "/" for i in _SPECS if "/" in i.split("/", 1)[1]})  # e.g. an unknown suite
+    near = difflib.get_close_matches(head, heads, n=3)
+    return f"; no ids start with {head!r}, did you mean one under {near}?" if near else ""
 
 
 def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | None = "rgb_array") -> VLAEnv:
@@ -111,6 +131,13 @@ def _register_builtin_families() -> None:
     register_family(EnvFamily("tabletop", tabletop_specs, make_tabletop_backend, reward_max=1.0))
     # Meta-World's v2 dense reward lies in [0, 10] per step.
     register_family(EnvFamily("metaworld", metaworld_specs, _make_metaworld_backend, reward_max=10.0))
+    # LIBERO only with its extra installed: otherwise its 130 ids (and their instructions, which also train the default
+    # VLA's tokenizer) would be listed for tasks that cannot be built. envs.libero_backend imports LIBERO lazily.
+    if importlib.util.find_spec("libero") is not None:
+        from envs.libero_backend import libero_specs, make_libero_backend
+
+        # The dense reward is the task's progress, in [0, 1].
+        register_family(EnvFamily("libero", libero_specs, make_libero_backend, reward_max=1.0))
 
 
 def register_entry_point_families() -> None:
