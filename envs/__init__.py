@@ -24,6 +24,7 @@ from envs.family import EnvFamily
 from envs.instruction import decode_instruction, encode_instruction
 from envs.options import EnvOptions
 from envs.registry import (
+    CORE_FAMILIES,
     family_names,
     get_family,
     get_spec,
@@ -52,6 +53,7 @@ __all__ = [
     "TaskBackend",
     "TaskSpec",
     "TaskStatus",
+    "CORE_FAMILIES",
     "VLAEnv",
     "decode_instruction",
     "encode_instruction",

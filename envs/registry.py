@@ -16,6 +16,7 @@ from envs.wrapper import VLAEnv
 ENTRY_POINT_GROUP = "vla_rl.env_families"  # a package's `EnvFamily` objects, registered when `envs` is imported
 _FAMILIES: dict[str, EnvFamily] = {}
 _SPECS: dict[str, TaskSpec] = {}
+CORE_FAMILIES = ("tabletop", "metaworld")  # registered on every install (the default VLA's tokenizer reads these)
 # Families behind an optional extra: registered only when the extra is installed (see _register_builtin_families).
 OPTIONAL_FAMILIES = {"libero": 'pip install -e ".[libero]"'}
 

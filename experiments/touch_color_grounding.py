@@ -6,7 +6,12 @@ the named block far above chance (25 %: four blocks); one that does not may stil
 Reported: success, "nearest block is the named one", "touching any block", the nearest colour's histogram (a policy
 that always goes to one colour shows here) and success per named colour.
 
-    python experiments/touch_color_grounding.py outputs/tabletop/touch-color/pretrain/checkpoints/last/pretrained_model
+    python experiments/touch_color_grounding.py outputs/tabletop/touch-color/pretrain/checkpoints/last/pretrained_model \
+        --demos outputs/tabletop/touch-color/demos outputs/tabletop/touch-color/demos_heldout
+
+With --demos it also compares the greedy action with the expert's on demo frames (cosine of the directions): on the
+BC demos (does the policy fit them) and on demos of unseen seeds (`vla-rl collect --env tabletop/touch-color --seed
+10000 --episodes 100 --out .../demos_heldout`: does it generalise).
 """
 
 from __future__ import annotations
@@ -57,6 +62,24 @@ def grounding(policy_dir: str, episodes: int, seed: int, greedy: bool, temperatu
                                             sum(r["target"] == c for r in rows)] for c in COLOURS}}
 
 
+def action_agreement(policy_dir: str, demos: str, frames: int = 512) -> dict:
+    """Greedy first action vs the expert's on `frames` random demo frames: the cosine of their directions. On the BC
+    demos it says whether the policy fits them; on demos of unseen seeds (`vla-rl collect --seed 10000`) whether it
+    generalises — a policy that fits the first and not the second has memorised its training episodes."""
+    from vla_rl.bc_data import BCData
+
+    policy = VLAPolicy.from_pretrained(policy_dir).eval()
+    data = BCData.load([demos])
+    idx = np.random.default_rng(0).integers(0, len(data), frames)
+    obs, actions = data.batch(idx)
+    expert = actions.reshape(frames, -1, actions.shape[-1])[:, 0]
+    with torch.no_grad():
+        pred = np.asarray(policy.act(obs, greedy=True).actions)[:, 0]
+    cos = (pred * expert).sum(-1) / (np.linalg.norm(pred, axis=-1) * np.linalg.norm(expert, axis=-1) + 1e-9)
+    return {"demos": demos, "frames": frames, "cosine_mean": round(float(cos.mean()), 3),
+            "cosine_above_0.9": round(float((cos > 0.9).mean()), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("policies", nargs="+", help="pretrained_model directories")
@@ -64,9 +87,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10_000, help="first evaluation seed")
     parser.add_argument("--sampled", action="store_true", help="sample at --temperature instead of greedy")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sampled")
+    parser.add_argument("--demos", nargs="*", default=[],
+                        help="demo datasets on whose frames to compare the greedy action with the expert's (the BC "
+                             "demos: does it fit; demos of unseen seeds: does it generalise)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    out = [grounding(p, args.episodes, args.seed, not args.sampled, args.temperature) for p in args.policies]
+    out = []
+    for p in args.policies:
+        row = grounding(p, args.episodes, args.seed, not args.sampled, args.temperature)
+        row["action_agreement"] = [action_agreement(p, d) for d in args.demos]
+        out.append(row)
     print(json.dumps({"benchmark": "touch_color_grounding", "runs": out}, indent=1))
 
 

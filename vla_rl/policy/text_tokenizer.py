@@ -45,8 +45,12 @@ def build_text_tokenizer(corpus: Iterable[str], bpe_vocab_size: int = 512, n_act
 
 
 def default_corpus(prompt_template: str) -> list[str]:
-    """The prompt filled with every registered instruction (the default VLA's whole language)."""
-    from envs import list_specs
+    """The prompt filled with every instruction of the built-in families (the default VLA's whole language).
 
-    instructions = sorted({i for spec in list_specs() for i in spec.instructions})
+    Only the families every install has (`envs.CORE_FAMILIES`): an optional one (LIBERO's extra, an entry-point
+    package) must not change how the same instruction tokenizes on another install — its instructions still
+    tokenize, in smaller pieces."""
+    from envs import CORE_FAMILIES, list_specs
+
+    instructions = sorted({i for spec in list_specs() if spec.family in CORE_FAMILIES for i in spec.instructions})
     return [prompt_template.format(instruction=i) for i in instructions]
