@@ -17,13 +17,16 @@ Arrays of an episode of T steps (observations include the final one, so they hav
 
 Each index entry carries the file's sha256, so a corrupt or truncated file is reported by name.
 Every write is atomic (episode file first, then the index): a crash leaves at most an unindexed
-file, which is ignored and overwritten by the next append.
+file, which is ignored and overwritten by the next append. A writer with `index_every_s` > 0 rewrites the
+index at most that often (and at `flush`): rewriting it after every episode is quadratic in the dataset's size
+(10,000 episodes: ~3 MB rewritten 10,000 times); a crash then loses at most that many seconds of episodes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +178,11 @@ class DemoDataset:
 class DemoWriter:
     """Creates a dataset or appends to an existing compatible one; each `add` is atomic."""
 
-    def __init__(self, path: str | Path, env: dict[str, Any]):
+    def __init__(self, path: str | Path, env: dict[str, Any], index_every_s: float = 0.0):
         self.path = Path(path)
+        self.index_every_s = index_every_s
+        self._index_written = float("-inf")  # the first add writes it: the directory is a dataset at once
+        self._unwritten = False
         env = {k: (list(v) if isinstance(v, tuple) else v) for k, v in env.items()}
         from vla_rl.base.outputs import DEMOS, existing_output
 
@@ -218,7 +224,15 @@ class DemoWriter:
                 **(extra or {}),
             }
         )
-        atomic_write_json(self.path / INDEX, self.index)
+        self._unwritten = True
+        if time.monotonic() - self._index_written >= self.index_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the index if episodes were added since it was last written."""
+        if self._unwritten:
+            atomic_write_json(self.path / INDEX, self.index)
+            self._index_written, self._unwritten = time.monotonic(), False
 
 
 def _validate_index(index: dict[str, Any], where: Path) -> dict[str, Any]:

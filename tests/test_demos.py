@@ -140,3 +140,17 @@ def test_refuses_non_dataset_directory(tmp_path, episodes_and_env):
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["notes.txt"]
     with pytest.raises(DatasetError, match="dataset.json: not found"):
         DemoDataset(tmp_path / "d")
+
+
+def test_a_rate_limited_index_is_written_at_flush(tmp_path, episodes_and_env):
+    episodes, env = episodes_and_env
+    writer = DemoWriter(tmp_path / "d", env_facts(env), index_every_s=3600.0)
+    for e in episodes:
+        writer.add(e)
+    assert len(DemoDataset(tmp_path / "d")) == 1  # the first add writes the index, the next ones wait
+    writer.flush()
+    assert [e.seed for e in DemoDataset(tmp_path / "d")] == [0, 1, 2]
+    writer.add(episodes[0])
+    assert len(DemoDataset(tmp_path / "d")) == 3  # the 4th episode is on disk, not yet in the index
+    writer.flush()
+    assert len(DemoDataset(tmp_path / "d")) == 4

@@ -18,13 +18,16 @@ from vla_rl import __version__
 from vla_rl.base.outputs import DEMOS, prepare_output
 from vla_rl.config import CollectConfig, save_config
 
+INDEX_EVERY_S = 2.0  # the dataset index is rewritten at most this often (envs.demos: rewriting per episode is quadratic)
+
 
 def run(cfg: CollectConfig) -> int:
     out = Path(cfg.out)
     prepare_output(out, DEMOS, append=True)
     env = make_env(cfg.env, cfg.env_options)
+    writer = None
     try:
-        writer = DemoWriter(out, env_facts(env))
+        writer = DemoWriter(out, env_facts(env), index_every_s=INDEX_EVERY_S)
         seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
         reused = sorted({e.get("seed") for e in writer.index["episodes"]} & set(seeds))
         if reused:
@@ -51,6 +54,8 @@ def run(cfg: CollectConfig) -> int:
             bar.set_postfix(success=f"{successes / i:.2f}", steps=steps)
         elapsed = time.perf_counter() - start
     finally:
+        if writer is not None:
+            writer.flush()  # the episodes written so far, also when interrupted
         env.close()
     summary = {
         "episodes": cfg.episodes,
