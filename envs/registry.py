@@ -84,7 +84,11 @@ def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | 
     options = options or EnvOptions()
     options.validate()
     backend = _FAMILIES[spec.family].make_backend(spec, options.image_size, options.camera)
-    return VLAEnv(backend, options, render_mode=render_mode)
+    try:
+        return VLAEnv(backend, options, render_mode=render_mode)
+    except BaseException:  # e.g. an instruction longer than options.instruction_length: free the simulator
+        backend.close()
+        raise
 
 
 def make_vector_env(

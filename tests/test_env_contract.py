@@ -118,3 +118,18 @@ def test_vector_env_batches_the_contract(asynchronous):
     obs, reward, term, trunc, info = venv.step(np.zeros((2, 2), dtype=np.float32))
     assert reward.shape == (2,) and "progress" in info
     venv.close()
+
+
+def test_a_refused_env_frees_its_simulator(monkeypatch):
+    """The backend is built before the wrapper checks the options; a refusal there must not leak it (a LIBERO scene
+    holds ~1.5 GB)."""
+    from envs import EnvOptions, make_env
+    from envs.tabletop.tasks import TabletopBackend
+    from vla_rl.base.errors import ConfigError
+
+    closed = []
+    original = TabletopBackend.close
+    monkeypatch.setattr(TabletopBackend, "close", lambda self: (closed.append(self), original(self)))
+    with pytest.raises(ConfigError, match="instruction_length"):
+        make_env("tabletop/touch-color", EnvOptions(instruction_length=8))
+    assert len(closed) == 1
