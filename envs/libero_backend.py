@@ -157,6 +157,7 @@ class LiberoBackend(TaskBackend):
         self._rng = np.random.default_rng()
         self._reset_distances: dict[tuple, tuple[float, float]] = {}
         self.init_index = -1  # which official initial state the episode started from
+        self.expert_memory: dict = {}  # the scripted expert's per-episode state (envs/libero_expert.py)
 
     # --- episode -------------------------------------------------------------------------------
     def reset(self, seed: int | None) -> TaskStatus:
@@ -181,6 +182,7 @@ class LiberoBackend(TaskBackend):
                 gripper.current_action = np.zeros_like(gripper.current_action)
         self._obs = self.env.set_init_state(self.init_states[index])
         self.init_index = index
+        self.expert_memory = {}
         for _ in range(WAIT_STEPS):
             self._obs, _, _, _ = self.env.step(WAIT_ACTION)
         self._reset_distances = {p: self._distances(p) for p in self._goal if self._shaped(p)}

@@ -140,9 +140,10 @@ def _register_builtin_families() -> None:
     # VLA's tokenizer) would be listed for tasks that cannot be built. envs.libero_backend imports LIBERO lazily.
     if importlib.util.find_spec("libero") is not None:
         from envs.libero_backend import libero_specs, make_libero_backend
+        from envs.libero_expert import libero_expert
 
-        # The dense reward is the task's progress, in [0, 1].
-        register_family(EnvFamily("libero", libero_specs, make_libero_backend, reward_max=1.0))
+        # The dense reward is the task's progress, in [0, 1]. The expert covers the object and spatial suites.
+        register_family(EnvFamily("libero", libero_specs, make_libero_backend, reward_max=1.0, expert=libero_expert))
 
 
 def register_entry_point_families() -> None:
