@@ -24,8 +24,11 @@ def test_verb_help_explains_options(capsys):
 
 def test_envs_json_lists_every_task(capsys):
     assert main(["envs", "--json", "true"]) == 0
+    from envs import CORE_FAMILIES, list_specs
+
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 54
+    assert len(rows) == len(list_specs())  # optional families (LIBERO's extra) too, when installed
+    assert sum(r["id"].split("/")[0] in CORE_FAMILIES for r in rows) == 54  # 50 Meta-World + 4 tabletop
     drawer = next(r for r in rows if r["id"] == "metaworld/drawer-open")
     assert drawer["action_dim"] == 4 and drawer["instructions"] == ["open the drawer"]
 
@@ -79,3 +82,24 @@ def test_every_option_has_help_text_and_appears_once(verb, capsys):
     for name, text in entries:
         described = re.sub(r"\(default:.*?\)", "", " ".join(text.split())).strip()
         assert described, f"{verb} {name} has no help text"
+
+
+def test_collect_that_fails_before_its_first_episode_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    """e.g. a LIBERO suite without a scripted expert: the expert refuses at its first action."""
+    from envs.experts import ScriptedExpert
+    from vla_rl.base.errors import ConfigError
+
+    def refuse(self):
+        raise ConfigError("this task has no scripted expert")
+
+    monkeypatch.setattr(ScriptedExpert, "act", refuse)
+    out = tmp_path / "demos"
+    assert main(["collect", "--env", "tabletop/off-center", "--episodes", "2", "--out", str(out)]) == 2
+    assert "no scripted expert" in capsys.readouterr().err and not out.exists()
+    existing = tmp_path / "kept"
+    monkeypatch.undo()
+    assert main(["collect", "--env", "tabletop/off-center", "--episodes", "1", "--out", str(existing)]) == 0
+    monkeypatch.setattr(ScriptedExpert, "act", refuse)
+    assert main(["collect", "--env", "tabletop/off-center", "--episodes", "1", "--seed", "5", "--out",
+                 str(existing)]) == 2
+    assert len(json.loads((existing / "dataset.json").read_text())["episodes"]) == 1  # an appended-to dataset stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ INDEX_EVERY_S = 2.0  # the dataset index is rewritten at most this often (envs.d
 
 def run(cfg: CollectConfig) -> int:
     out = Path(cfg.out)
+    created = not out.exists()
     prepare_output(out, DEMOS, append=True)
     env = make_env(cfg.env, cfg.env_options)
     writer = None
@@ -53,8 +55,12 @@ def run(cfg: CollectConfig) -> int:
                 kept += 1
             bar.set_postfix(success=f"{successes / i:.2f}", steps=steps)
         elapsed = time.perf_counter() - start
+    except BaseException:
+        if created and (writer is None or not writer.index["episodes"]):
+            shutil.rmtree(out, ignore_errors=True)  # e.g. a task without an expert: leave no empty dataset behind
+        raise
     finally:
-        if writer is not None:
+        if writer is not None and writer.index["episodes"]:
             writer.flush()  # the episodes written so far, also when interrupted
         env.close()
     summary = {
