@@ -229,7 +229,7 @@ class PretrainRun:
         result = evaluate_policy(self.policy, self.data.env["env_id"], self.cfg.val_episodes, seed=self.cfg.val_seed,
                                  options=options)
         success = float(result["success_rate"])
-        if is_better(success, None if self.best is None else self.best):
+        if is_better(success, self.best):
             raised = self.best is None or success > float(self.best["success_rate"])
             self.best = {"step": self.step, "success_rate": success}
             self.since_best = 0 if raised else self.since_best + 1
