@@ -203,18 +203,22 @@ class PretrainRun:
         every = self.cfg.eval_every
         return every >= 0 and (self.step == self.cfg.steps or (every and self.step % every == 0))
 
-    def evaluate(self, bar) -> None:
-        """Greedy success in the demos' env on the fixed seeds 10000.. (the policy stays in train mode, as BC's)."""
+    def rollouts(self, episodes: int, seed: int, label: str) -> dict:
+        """Greedy episodes in the demos' env on seeds seed, seed + 1, ... (the policy stays in train mode, as BC's)."""
         from envs import EnvOptions
         from vla_rl.evaluation import evaluate_policy, progress_total
 
         options = EnvOptions(**self.data.env_options) if self.data.env_options else EnvOptions()
         env_id = self.data.env["env_id"]
-        with tqdm(total=progress_total(env_id, self.cfg.eval_episodes, options), desc=f"eval at step {self.step}",
-                  unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-            self.last_eval = evaluate_policy(self.policy, env_id, self.cfg.eval_episodes, seed=PRETRAIN_EVAL_SEED,
-                                             options=options, progress=eval_bar)
-        self.last_eval.pop("per_episode")
+        with tqdm(total=progress_total(env_id, episodes, options), desc=f"{label} at step {self.step}", unit="step",
+                  file=sys.stderr, dynamic_ncols=True, leave=False) as progress:
+            result = evaluate_policy(self.policy, env_id, episodes, seed=seed, options=options, progress=progress)
+        result.pop("per_episode")
+        return result
+
+    def evaluate(self, bar) -> None:
+        """Greedy success on the fixed evaluation seeds 10000.. (those RL reports its start on)."""
+        self.last_eval = self.rollouts(self.cfg.eval_episodes, PRETRAIN_EVAL_SEED, "eval")
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps({"step": self.step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n")
         lo, hi = self.last_eval["success_rate_ci95"]
@@ -222,19 +226,11 @@ class PretrainRun:
 
     def validate(self, bar) -> None:
         """Greedy success on the validation seeds; moves the best (written to checkpoints/best after the save)."""
-        from envs import EnvOptions
-        from vla_rl.evaluation import evaluate_policy
-
-        options = EnvOptions(**self.data.env_options) if self.data.env_options else EnvOptions()
-        result = evaluate_policy(self.policy, self.data.env["env_id"], self.cfg.val_episodes, seed=self.cfg.val_seed,
-                                 options=options)
-        success = float(result["success_rate"])
-        if is_better(success, self.best):
-            raised = self.best is None or success > float(self.best["success_rate"])
+        success = float(self.rollouts(self.cfg.val_episodes, self.cfg.val_seed, "validation")["success_rate"])
+        raised = self.best is None or success > float(self.best["success_rate"])
+        if is_better(success, self.best):  # a tie moves `best` to this later step without resetting the patience
             self.best = {"step": self.step, "success_rate": success}
-            self.since_best = 0 if raised else self.since_best + 1
-        else:
-            self.since_best += 1
+        self.since_best = 0 if raised else self.since_best + 1
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps({"step": self.step, "val/success_rate": success, "val/best_step": self.best["step"],
                                 "val/best_success_rate": self.best["success_rate"]}) + "\n")

@@ -60,8 +60,8 @@ def run(cfg: CollectConfig) -> int:
             shutil.rmtree(out, ignore_errors=True)  # e.g. a task without an expert: leave no empty dataset behind
         raise
     finally:
-        if writer is not None and writer.index["episodes"]:
-            writer.flush()  # the episodes written so far, also when interrupted
+        if writer is not None:
+            writer.flush()  # the episodes written so far, also when interrupted (a no-op when none were added)
         env.close()
     summary = {
         "episodes": cfg.episodes,
