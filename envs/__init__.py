@@ -5,6 +5,7 @@ Public API::
     from envs import make_env, make_vector_env, list_specs, get_spec, EnvOptions
     from envs import ScriptedExpert, DemoDataset, DemoWriter
     from envs import EnvFamily, register_family    # more simulators (docs/environments.md)
+    from envs import get_suite, suite_names         # named suites: metaworld/mt10, metaworld/mt50, libero/<suite>
 
 Every task is also a gymnasium env: ``gym.make("vla_rl/metaworld.drawer-open")`` (gymnasium ids
 allow one "/", so the family separator becomes "."). Importing `envs` registers them.
@@ -36,11 +37,22 @@ from envs.registry import (
     register_gym_envs,
 )
 from envs.spec import TaskSpec
+from envs.suites import (
+    METAWORLD_DIFFICULTY,
+    METAWORLD_MT10,
+    Suite,
+    get_suite,
+    resolve_env_ids,
+    suite_names,
+    task_groups,
+)
 from envs.wrapper import PRIVILEGED_INFO_KEYS, VLAEnv
 
 register_entry_point_families()
 
 __all__ = [
+    "METAWORLD_DIFFICULTY",
+    "METAWORLD_MT10",
     "PRIVILEGED_INFO_KEYS",
     "ActionChunkWrapper",
     "DatasetError",
@@ -50,6 +62,7 @@ __all__ = [
     "EnvOptions",
     "Episode",
     "ScriptedExpert",
+    "Suite",
     "TaskBackend",
     "TaskSpec",
     "TaskStatus",
@@ -61,10 +74,14 @@ __all__ = [
     "family_names",
     "get_family",
     "get_spec",
+    "get_suite",
     "list_specs",
     "make_env",
     "make_vector_env",
     "register_entry_point_families",
     "register_family",
     "register_gym_envs",
+    "resolve_env_ids",
+    "suite_names",
+    "task_groups",
 ]

@@ -41,6 +41,23 @@ class EnvsConfig:
             raise ConfigError(f"family={self.family!r} is not registered: choose one of {family_names()} or ''")
 
 
+def check_tasks(suite: str, envs: list[str]) -> None:
+    """A suite name and a list of env ids (either may be empty) name registered tasks; errors say which field."""
+    from envs.registry import get_spec
+    from envs.suites import get_suite
+
+    if suite:
+        try:
+            get_suite(suite)
+        except KeyError as e:
+            raise ConfigError(f"suite: {e.args[0]}") from None
+    for i, env_id in enumerate(envs):
+        try:
+            get_spec(env_id)
+        except KeyError as e:
+            raise ConfigError(f"envs[{i}]: {e.args[0]}") from None
+
+
 @dataclass
 class CollectConfig:
     """Run a task's scripted expert and write (or append to) a demonstration dataset."""
@@ -313,10 +330,16 @@ class EvalConfig:
 
     # Policy directory (a `pretrained_model` dir, e.g. outputs/pretrain/checkpoints/last/pretrained_model).
     policy: str = ""
-    # Environment id; empty = the env of the policy's training demos.
+    # Environment id; empty = the env of the policy's training demos (or the tasks of --suite / --envs).
     env: str = ""
+    # A named suite of tasks, evaluated task by task into a per-task table: metaworld/mt10, metaworld/mt50 (with
+    # difficulty groups), libero/<suite> (with the [libero] extra); `vla-rl envs` lists them.
+    suite: str = ""
+    # Env ids to evaluate one after another (after the suite's, if both are given), e.g. --envs '[metaworld/reach,metaworld/push]'.
+    envs: list[str] = field(default_factory=list)
     env_options: EnvOptions = field(default_factory=EnvOptions)
-    # Number of episodes (the success rate's Wilson 95-percent interval narrows as 1/sqrt(episodes)).
+    # Number of episodes (per task with --suite / --envs); the success rate's Wilson 95-percent interval narrows as
+    # 1/sqrt(episodes).
     episodes: int = 50
     # Output directory for eval.json and videos/.
     out: str = "outputs/eval"
@@ -345,6 +368,10 @@ class EvalConfig:
                 get_spec(self.env)
             except KeyError as e:
                 raise ConfigError(f"env: {e.args[0]}") from None
+            if self.suite or self.envs:
+                raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
+                                  "task, or --suite / --envs for several")
+        check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_range("episodes", self.episodes, 1, 10**7)
         check_range("num_envs", self.num_envs, 1, 1024)

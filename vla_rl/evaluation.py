@@ -57,15 +57,22 @@ def resolve_env(env: str, env_options: EnvOptions, policy, policy_path) -> tuple
     env_id = env or policy.spec.train_env
     if not env_id:
         raise ConfigError("env='' and the policy does not record its training env: pass --env ID")
-    options = env_options
-    if not env and policy.spec.train_env_options and options == EnvOptions():
-        try:
-            options = EnvOptions(**policy.spec.train_env_options)
-            options.validate()
-        except (TypeError, ConfigError) as e:
-            raise ConfigError(f"{Path(policy_path) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
-                              "pass --env and --env_options explicitly") from None
-    return env_id, options
+    return env_id, env_options if env else training_options(env_options, policy, policy_path)
+
+
+def training_options(env_options: EnvOptions, policy, policy_path) -> EnvOptions:
+    """The given options, or — when they are all defaults — the env options of the policy's training demos."""
+    from vla_rl.base.errors import ConfigError
+
+    if not policy.spec.train_env_options or env_options != EnvOptions():
+        return env_options
+    try:
+        options = EnvOptions(**policy.spec.train_env_options)
+        options.validate()
+    except (TypeError, ConfigError) as e:
+        raise ConfigError(f"{Path(policy_path) / 'policy.json'}: field 'spec.train_env_options' is invalid ({e}) — "
+                          "pass --env and --env_options explicitly") from None
+    return options
 
 
 @dataclass
@@ -198,8 +205,8 @@ def progress_total(env_id: str, episodes: int, options: EnvOptions | None = None
 
 def evaluate_policy(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,
                     greedy: bool = True, temperature: float = 1.0, num_envs: int = 8, videos: int = 0,
-                    out: str | Path | None = None, progress=None) -> dict[str, Any]:
-    """Summary dict (success_rate, CI, returns, lengths, per-episode records); videos to `out/videos`."""
+                    out: str | Path | None = None, progress=None, video_subdir: str = "") -> dict[str, Any]:
+    """Summary dict (success_rate, CI, returns, lengths, per-episode records); videos to `out/videos[/video_subdir]`."""
     was_training = policy.training
     policy.eval()
     try:
@@ -212,6 +219,6 @@ def evaluate_policy(policy, env_id: str, episodes: int, seed: int = 0, options: 
     if out is not None and frames:
         from vla_rl.video import write_mp4
 
-        summary["videos"] = [str(write_mp4(Path(out) / "videos" / f"episode_{i:03d}.mp4", f)) for i, f in
+        summary["videos"] = [str(write_mp4(Path(out) / "videos" / video_subdir / f"episode_{i:03d}.mp4", f)) for i, f in
                              sorted(frames.items())]
     return summary
