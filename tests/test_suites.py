@@ -135,3 +135,46 @@ def test_a_4d_policy_on_a_libero_suite_is_refused(metaworld_policy, tmp_path, ca
     assert main(["eval", "--policy", str(metaworld_policy), "--suite", "libero/object", "--env_options.image_size",
                  "32", "--out", str(tmp_path / "e")]) == 2
     assert "takes 7-D actions; the policy emits 4-D actions" in capsys.readouterr().err
+
+
+def test_collect_envs_writes_a_dataset_per_task_and_pretrain_evaluates_each(tmp_path, capsys):
+    demos = tmp_path / "demos"
+    assert main(["collect", "--envs", "[tabletop/reach-corner,tabletop/touch-color]", "--episodes", "2",
+                 "--out", str(demos)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["env"] for r in lines[:2]] == ["tabletop/reach-corner", "tabletop/touch-color"]
+    assert lines[-1]["tasks"] == 2 and lines[-1]["episodes"] == 4
+    assert lines[-1]["datasets"] == [str(demos / "tabletop.reach-corner"), str(demos / "tabletop.touch-color")]
+    assert (demos / "tabletop.touch-color" / "collect_config.yaml").read_text().count("env: tabletop/touch-color") == 1
+    # `--demos '[DIR]'` reads every task's dataset; evaluation runs in each env
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--demos", f"[{demos}]", "--out", str(out), "--policy.preset", "tiny", "--steps", "2",
+                 "--warmup_steps", "0", "--batch_size", "4", "--eval_episodes", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["success_rate_per_env"]) == {"tabletop/reach-corner", "tabletop/touch-color"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/success_rate" in r]
+    assert len(evals) == 1 and evals[0]["eval/episodes"] == 2
+    assert {"eval/success_rate/tabletop/reach-corner", "eval/success_rate/tabletop/touch-color"} <= set(evals[0])
+    assert not any(k.startswith("eval/group_success_rate") for k in evals[0])  # tabletop tasks have no groups
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "mt100"], "suite: unknown suite 'mt100'; did you mean ['mt10'"),
+    (["--env", "tabletop/off-center", "--suite", "metaworld/mt10"], "give --env for one dataset, or --suite / --envs"),
+])
+def test_bad_collect_suite_input(tmp_path, capsys, args, message):
+    out = tmp_path / "demos"
+    assert main(["collect", *args, "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_collect_envs_refuses_a_directory_with_other_things_before_collecting(tmp_path, capsys):
+    (tmp_path / "demos" / "tabletop.touch-color").mkdir(parents=True)
+    (tmp_path / "demos" / "tabletop.touch-color" / "notes.txt").write_text("a user's file")
+    assert main(["collect", "--envs", "[tabletop/reach-corner,tabletop/touch-color]", "--episodes", "1",
+                 "--out", str(tmp_path / "demos")]) == 2
+    assert "demos: holds ['tabletop.touch-color'], which is not a demo dataset" in capsys.readouterr().err
+    assert not (tmp_path / "demos" / "tabletop.reach-corner").exists()

@@ -8,12 +8,12 @@ action chunk a_t .. a_{t+K-1}; a chunk running past the episode's end repeats it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from envs.demos import DatasetError, DemoDataset
+from envs.demos import INDEX, DatasetError, DemoDataset
 
 
 @dataclass
@@ -22,9 +22,13 @@ class BCData:
     state: np.ndarray  # (N, S) float32
     instruction: np.ndarray  # (N, L) int64
     actions: np.ndarray  # (N, K, D) float32
-    env: dict  # env facts of the datasets (all must agree)
+    env: dict  # env facts of the first dataset (action/state/image sizes must agree across datasets)
     episodes: int
     env_options: dict  # EnvOptions the first dataset was collected with (for evaluation)
+    # Every env id of the datasets, in order of first appearance, with the EnvOptions its first dataset was collected
+    # with: a multi-task run evaluates on each.
+    env_ids: list[str] = field(default_factory=list)
+    env_options_by_id: dict[str, dict] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image)
@@ -41,16 +45,20 @@ class BCData:
     @classmethod
     def load(cls, paths: Sequence[str | Path], chunk_size: int = 1, max_episodes: int = 0,
              successful_only: bool = True) -> BCData:
-        """Load datasets; `max_episodes` > 0 keeps the first that many (successful) episodes of each."""
+        """Load datasets; `max_episodes` > 0 keeps the first that many (successful) episodes of each. A path that
+        is not a dataset but holds datasets (what `vla-rl collect --suite` writes) stands for all of them."""
         images, states, instrs, chunks, env, n_eps = [], [], [], [], None, 0
+        options_by_id: dict[str, dict] = {}
+        paths = expand_dataset_dirs(paths)
         for path in paths:
             ds = DemoDataset(path)
             facts = {k: ds.env[k] for k in ("action_dim", "state_dim", "image_shape", "instruction_length")}
+            collections = ds.index.get("collections") or [{}]
+            options_by_id.setdefault(ds.env["env_id"], collections[0].get("config", {}).get("env_options", {}))
             if env is None:
                 env = dict(ds.env)
                 first = facts
-                collections = ds.index.get("collections") or [{}]
-                env_options = collections[0].get("config", {}).get("env_options", {})
+                env_options = options_by_id[ds.env["env_id"]]
             elif facts != first:
                 raise DatasetError(f"{path}: env facts {facts} differ from {paths[0]}'s {first}; "
                                    "datasets trained together must share action/state/image sizes")
@@ -74,7 +82,18 @@ class BCData:
         if env is None:
             raise DatasetError("no demo datasets given (--demos)")
         return cls(np.concatenate(images), np.concatenate(states).astype(np.float32), np.concatenate(instrs),
-                   np.concatenate(chunks).astype(np.float32), env, n_eps, env_options)
+                   np.concatenate(chunks).astype(np.float32), env, n_eps, env_options, list(options_by_id),
+                   options_by_id)
+
+
+def expand_dataset_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Each path as is, except a directory without a dataset index whose subdirectories hold datasets (one per task,
+    as `vla-rl collect --suite` writes them): those datasets, sorted by name."""
+    expanded = []
+    for path in map(Path, paths):
+        inner = sorted(p.parent for p in path.glob(f"*/{INDEX}")) if path.is_dir() and not (path / INDEX).exists() else []
+        expanded.extend(inner or [path])
+    return expanded
 
 
 def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:

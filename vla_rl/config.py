@@ -31,6 +31,9 @@ class EnvsConfig:
 
     # Only list this family ("tabletop", "metaworld" or a family registered by a package); empty = all.
     family: str = ""
+    # Only list this suite's tasks, in its order, with their difficulty group (metaworld/mt10, metaworld/mt50,
+    # libero/<suite>); empty = all.
+    suite: str = ""
     # Print JSON instead of a table.
     json: bool = False
 
@@ -39,6 +42,7 @@ class EnvsConfig:
 
         if self.family and self.family not in family_names():
             raise ConfigError(f"family={self.family!r} is not registered: choose one of {family_names()} or ''")
+        check_tasks(self.suite, [])
 
 
 def check_tasks(suite: str, envs: list[str]) -> None:
@@ -64,11 +68,16 @@ class CollectConfig:
 
     # Environment id (run `vla-rl envs` for the list).
     env: str = "tabletop/touch-color"
+    # A named suite (metaworld/mt10, metaworld/mt50, libero/<suite>): one dataset per task, OUT/<env id, '/' as '.'>.
+    suite: str = ""
+    # Env ids to collect one after another (after the suite's), one dataset per task as with --suite.
+    envs: list[str] = field(default_factory=list)
     # Environment settings (image size, camera, episode length, ...).
     env_options: EnvOptions = field(default_factory=EnvOptions)
-    # Number of episodes to record.
+    # Number of episodes to record (per task with --suite / --envs).
     episodes: int = 20
-    # Output dataset directory; appended to if it already holds a compatible dataset.
+    # Output dataset directory; appended to if it already holds a compatible dataset. With --suite / --envs: the
+    # directory that holds the tasks' datasets (`vla-rl pretrain --demos '[OUT]'` reads them all).
     out: str = "outputs/demos"
     # Seed of the first episode; episode i uses seed + i, so runs are reproducible.
     seed: int = 0
@@ -84,6 +93,10 @@ class CollectConfig:
             get_spec(self.env)
         except KeyError as e:
             raise ConfigError(f"env: {e.args[0]}") from None
+        if (self.suite or self.envs) and self.env != CollectConfig.env:
+            raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
+                              "dataset, or --suite / --envs for one dataset per task")
+        check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_range("episodes", self.episodes, 1, 10_000_000)
         check_range("noise", self.noise, 0.0, 2.0)

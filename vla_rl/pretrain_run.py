@@ -11,7 +11,9 @@ Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the 
     token_acc       fraction of demo tokens that greedy decoding reproduces (on the current batch)
     lr              learning rate at this step
     tokens_per_s    action tokens trained per second (batch * K * D / step time)
-    eval/success_rate  success of greedy decoding in the demos' env (when evaluated)
+    eval/success_rate  success of greedy decoding in the demos' env (when evaluated); with datasets of several envs,
+                       the mean of episodes over all of them, and per env eval/success_rate/<env id>,
+                       eval/group_success_rate/<group>, eval/success_rate_mean_of_groups (vla_rl/suite_evaluation.py)
     val/success_rate   the same on the validation seeds (--val_episodes); val/best_step, val/best_success_rate:
                        the checkpoint `checkpoints/best` names — the stopping rule (--val_patience) reads these
 """
@@ -155,7 +157,8 @@ class PretrainRun:
             self.best, self.since_best = extra.get("best"), int(extra.get("since_best", 0))
         self.end = cfg.steps if not cfg.stop_after else min(cfg.steps, self.step + cfg.stop_after)
         n_params = sum(p.numel() for p in self.policy.parameters())
-        print(f"pretrain: {len(self.data)} samples from {self.data.episodes} episodes of {self.data.env['env_id']}; "
+        envs = self.data.env_ids[0] if len(self.data.env_ids) == 1 else f"{len(self.data.env_ids)} envs"
+        print(f"pretrain: {len(self.data)} samples from {self.data.episodes} episodes of {envs}; "
               f"{n_params / 1e6:.2f} M parameters ({sum(p.numel() for _, p in self.named) / 1e6:.2f} M trained); "
               f"steps {self.step} -> {self.end} of {cfg.steps}", file=sys.stderr)
 
@@ -204,15 +207,21 @@ class PretrainRun:
         return every >= 0 and (self.step == self.cfg.steps or (every and self.step % every == 0))
 
     def rollouts(self, episodes: int, seed: int, label: str) -> dict:
-        """Greedy episodes in the demos' env on seeds seed, seed + 1, ... (the policy stays in train mode, as BC's)."""
+        """Greedy episodes in the demos' env on seeds seed, seed + 1, ... (the policy stays in train mode, as BC's).
+        Datasets of several envs: `episodes` in each env, pooled (`success_rate` = the mean of episodes) and per env
+        (`success_rate/<env id>`, groups: vla_rl/suite_evaluation.py)."""
         from envs import EnvOptions
-        from vla_rl.evaluation import evaluate_policy, progress_total
+        from vla_rl.evaluation import evaluate_policy
+        from vla_rl.suite_evaluation import evaluate_suite, suite_metrics, suite_progress_total
 
-        options = EnvOptions(**self.data.env_options) if self.data.env_options else EnvOptions()
-        env_id = self.data.env["env_id"]
-        with tqdm(total=progress_total(env_id, episodes, options), desc=f"{label} at step {self.step}", unit="step",
-                  file=sys.stderr, dynamic_ncols=True, leave=False) as progress:
-            result = evaluate_policy(self.policy, env_id, episodes, seed=seed, options=options, progress=progress)
+        env_ids = self.data.env_ids
+        options = {e: EnvOptions(**self.data.env_options_by_id[e]) for e in env_ids}
+        with tqdm(total=suite_progress_total(env_ids, episodes, options), desc=f"{label} at step {self.step}",
+                  unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as progress:
+            if len(env_ids) > 1:
+                return suite_metrics(evaluate_suite(self.policy, env_ids, episodes, seed, options, progress=progress))
+            result = evaluate_policy(self.policy, env_ids[0], episodes, seed=seed, options=options[env_ids[0]],
+                                     progress=progress)
         result.pop("per_episode")
         return result
 
@@ -222,7 +231,10 @@ class PretrainRun:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps({"step": self.step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n")
         lo, hi = self.last_eval["success_rate_ci95"]
-        bar.write(f"step {self.step}: success {self.last_eval['success_rate']:.2f} (95% CI {lo:.2f}-{hi:.2f})")
+        per_env = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.2f}" for k, v in self.last_eval.items()
+                            if k.startswith("success_rate/"))
+        bar.write(f"step {self.step}: success {self.last_eval['success_rate']:.2f} (95% CI {lo:.2f}-{hi:.2f})"
+                  + (f"; per env: {per_env}" if per_env else ""))
 
     def validate(self, bar) -> None:
         """Greedy success on the validation seeds; moves the best (written to checkpoints/best after the save)."""
@@ -249,4 +261,7 @@ class PretrainRun:
         if self.last_eval:
             summary.update({"success_rate": self.last_eval["success_rate"],
                             "success_rate_ci95": self.last_eval["success_rate_ci95"]})
+            per_env = {k.split("/", 1)[1]: v for k, v in self.last_eval.items() if k.startswith("success_rate/")}
+            if per_env:
+                summary["success_rate_per_env"] = per_env
         return summary

@@ -22,11 +22,17 @@ from vla_rl.evaluation import check_env_fits, evaluate_policy, progress_total, w
 def check_suite_fits(policy, env_ids: list[str], options: dict[str, EnvOptions]) -> None:
     """Refuse, before any env is built, a task that does not fit the policy or whose instruction does not fit the
     options' instruction length (a suite would otherwise stop at that task, after the tasks before it ran)."""
+    for env_id in env_ids:
+        check_env_fits(policy, env_id, options[env_id])
+    check_instructions_fit(env_ids, options)
+
+
+def check_instructions_fit(env_ids: list[str], options: dict[str, EnvOptions]) -> None:
+    """Every instruction of every task fits its options' instruction_length (checked from the task specs)."""
     from envs import encode_instruction, get_spec
     from vla_rl.base.errors import ConfigError
 
     for env_id in env_ids:
-        check_env_fits(policy, env_id, options[env_id])
         for text in get_spec(env_id).instructions:
             try:
                 encode_instruction(text, options[env_id].instruction_length)

@@ -23,6 +23,64 @@ INDEX_EVERY_S = 2.0  # the dataset index is rewritten at most this often (envs.d
 
 
 def run(cfg: CollectConfig) -> int:
+    if cfg.suite or cfg.envs:
+        return run_suite(cfg)
+    print(json.dumps(collect_dataset(cfg)))
+    return 0
+
+
+def run_suite(cfg: CollectConfig) -> int:
+    """One dataset per task of --suite / --envs, OUT/<env id with '/' as '.'>, each as `--env ID --out` would write
+    it (its own collect_config.yaml); every task's directory and instructions are checked before the first episode.
+    Prints each task's summary line, then the suite's."""
+    from envs import resolve_env_ids
+    from vla_rl.suite_evaluation import check_instructions_fit
+
+    env_ids = resolve_env_ids(cfg.suite, cfg.envs)  # names checked by CollectConfig.validate
+    root = Path(cfg.out)
+    check_datasets_dir(root)
+    outs = {e: root / e.replace("/", ".") for e in env_ids}  # new, or a demo dataset appended to as with --env
+    check_instructions_fit(env_ids, {e: cfg.env_options for e in env_ids})
+    created = not root.exists()
+    summaries = []
+    try:
+        for env_id, out in outs.items():
+            summary = collect_dataset(dataclasses.replace(cfg, env=env_id, out=str(out), suite="", envs=[]))
+            summaries.append(summary)
+            print(json.dumps(summary))
+    finally:
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # a run that failed before its first episode leaves nothing behind
+    episodes = sum(s["episodes"] for s in summaries)
+    print(json.dumps({
+        "suite": cfg.suite, "tasks": len(env_ids), "episodes": episodes, "kept": sum(s["kept"] for s in summaries),
+        "success_rate": sum(s["success_rate"] * s["episodes"] for s in summaries) / episodes,
+        "success_rate_per_task": {s["env"]: s["success_rate"] for s in summaries},
+        "steps": sum(s["steps"] for s in summaries), "path": str(root), "datasets": [s["path"] for s in summaries],
+    }))
+    return 0
+
+
+def check_datasets_dir(root: Path) -> None:
+    """`--out` of --suite / --envs is new, empty, or holds demo datasets only (an earlier suite run, appended to)."""
+    from vla_rl.base.outputs import OutputError
+
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise OutputError(f"{root}: is a file, not a directory — give a directory for --out")
+    if (root / DEMOS.marker).exists():
+        raise OutputError(f"{root}: is a demo dataset of one env; --suite / --envs writes one dataset per task into "
+                          "a new or empty directory (or one that holds only demo datasets) — give another --out")
+    foreign = sorted(p.name for p in root.iterdir() if not (p.is_dir() and (p / DEMOS.marker).exists()))
+    if foreign:
+        what = "is not a demo dataset" if len(foreign) == 1 else "are not demo datasets"
+        raise OutputError(f"{root}: holds {foreign[:3]}, which {what}; --suite / --envs writes one dataset per task into a new or empty directory (or "
+                          "one that holds only demo datasets) — give another --out")
+
+
+def collect_dataset(cfg: CollectConfig) -> dict:
+    """Collect `cfg.episodes` expert episodes of `cfg.env` into the dataset `cfg.out`; the summary dict."""
     out = Path(cfg.out)
     created = not out.exists()
     prepare_output(out, DEMOS, append=True)
@@ -73,5 +131,4 @@ def run(cfg: CollectConfig) -> int:
         "env": cfg.env,
         "path": str(out),
     }
-    print(json.dumps(summary))
-    return 0
+    return summary
