@@ -15,7 +15,7 @@ LAYERS = {
     "vla_rl.config": 2, "vla_rl.checkpoints": 2, "vla_rl.schedules": 2, "vla_rl.video": 2, "vla_rl.bc_data": 2,
     "vla_rl.ray_address": 2, "vla_rl.policy": 2,
     "reward_models": 3,
-    "vla_rl.train_config": 4, "vla_rl.evaluation": 4, "vla_rl.rl": 4, "vla_rl.run_summary": 4, "vla_rl.pretrain_run": 4,
+    "vla_rl.train_config": 4, "vla_rl.evaluation": 4, "vla_rl.suite_evaluation": 4, "vla_rl.rl": 4, "vla_rl.run_summary": 4, "vla_rl.pretrain_run": 4,
     "vla_rl.commands": 5, "vla_rl.cli": 5, "vla_rl": 5,
 }
 
