@@ -12,7 +12,7 @@ PACKAGES = ("vla_rl", "envs", "reward_models")
 LAYERS = {
     "vla_rl.base": 0,
     "envs": 1,
-    "vla_rl.config": 2, "vla_rl.checkpoints": 2, "vla_rl.schedules": 2, "vla_rl.video": 2, "vla_rl.bc_data": 2,
+    "vla_rl.config": 2, "vla_rl.checkpoints": 2, "vla_rl.schedules": 2, "vla_rl.weight_average": 2, "vla_rl.video": 2, "vla_rl.bc_data": 2,
     "vla_rl.ray_address": 2, "vla_rl.policy": 2,
     "reward_models": 3,
     "vla_rl.train_config": 4, "vla_rl.evaluation": 4, "vla_rl.suite_evaluation": 4, "vla_rl.rl": 4, "vla_rl.run_summary": 4, "vla_rl.pretrain_run": 4,

@@ -5,6 +5,8 @@
     checkpoints/000500/pretrained_model/     the policy (vla_rl.policy.policy_io format)
     checkpoints/000500/training_state/       optimizer.safetensors (AdamW moments, by parameter
                                              name) + state.json (step, param groups, RNG states)
+                                             [+ raw_weights.safetensors with --ema_decay: pretrained_model then
+                                             holds the averaged weights, these the ones training continues from]
     checkpoints/last -> 000500               symlink, swapped atomically after a save completes
     checkpoints/best -> 000500               (--val_episodes N) the best validation success so far; state.json's
                                              extra.best holds its step and success
@@ -47,6 +49,7 @@ from vla_rl.base.atomic_io import atomic_write_json, replace_dir
 from vla_rl.base.errors import CheckpointError
 
 LAST = "last"
+RAW_WEIGHTS = "raw_weights.safetensors"
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -63,8 +66,10 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> tu
 
 
 def save_checkpoint(root: str | Path, step: int, policy, optimizer: torch.optim.Optimizer, names: list[str],
-                    extra: dict[str, Any], np_rng: np.random.Generator) -> Path:
-    """Write checkpoint `step` (policy + optimizer + RNGs + `extra`) and move `last` to it."""
+                    extra: dict[str, Any], np_rng: np.random.Generator,
+                    raw_weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoint `step` (policy + optimizer + RNGs + `extra` [+ the raw weights behind an averaged policy])
+    and move `last` to it."""
     from safetensors.torch import save_file
 
     root = Path(root)
@@ -77,6 +82,9 @@ def save_checkpoint(root: str | Path, step: int, policy, optimizer: torch.optim.
     tensors["__torch_rng__"] = torch.get_rng_state()
     (tmp / "training_state").mkdir()
     save_file(tensors, str(tmp / "training_state" / "optimizer.safetensors"))
+    if raw_weights is not None:
+        save_file({n: t.detach().cpu().contiguous() for n, t in raw_weights.items()},
+                  str(tmp / "training_state" / RAW_WEIGHTS))
     atomic_write_json(tmp / "training_state" / "state.json", {
         "step": step, "param_names": names, "param_groups": groups,
         "numpy_rng": np_rng.bit_generator.state, "extra": extra})
@@ -162,6 +170,25 @@ def load_training_state(ckpt: str | Path, optimizer: torch.optim.Optimizer, name
     torch.set_rng_state(tensors["__torch_rng__"])
     np_rng.bit_generator.state = state["numpy_rng"]
     return state
+
+
+def load_raw_weights(ckpt: str | Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The raw (not averaged) weights of an --ema_decay checkpoint, one per trained parameter."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(ckpt) / "training_state" / RAW_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing — the run averages its weights (--ema_decay) but this checkpoint has "
+                              "no raw weights to continue from; start again with --overwrite true")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from e
+    if sorted(tensors) != sorted(names):
+        diff = sorted(set(tensors) ^ set(names))[:5]
+        raise CheckpointError(f"{path}: the tensors do not match the policy's trainable parameters (e.g. {diff})")
+    return tensors
 
 
 # --- RL checkpoints (vla-rl train) ------------------------------------------------------------------

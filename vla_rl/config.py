@@ -269,6 +269,11 @@ class PretrainConfig:
     grad_clip: float = 1.0
     # Random-shift augmentation of training images by up to N pixels (DrQ uses 4 at 84 px; 0 = off).
     augment_shift: int = 4
+    # Exponential moving average of the trained weights (0 = off): evaluation, validation and the saved policy use the
+    # average, training continues on the raw weights. The decay ramps as min(d, (1 + t) / (10 + t)) (TensorFlow's
+    # ExponentialMovingAverage with num_updates) so early steps do not anchor it to the initialisation. Diffusion
+    # Policy and LeRobot average BC weights (up to 0.9999 over ~100 k steps); ~0.999 suits the 1-3 k steps here.
+    ema_decay: float = 0.0
     # Evaluate in the demos' env every N steps and at the end (0 = only at the end; -1 = never).
     eval_every: int = 0
     # Episodes per evaluation (fixed seeds 10000, 10001, ...; greedy decoding).
@@ -313,6 +318,7 @@ class PretrainConfig:
         check_device("device", self.device)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("augment_shift", self.augment_shift, 0, 64)
+        check_range("ema_decay", self.ema_decay, 0.0, 0.99999)
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("stop_after", self.stop_after, 0, 10**9)
         self._validate_validation()

@@ -20,6 +20,7 @@ Metrics (one JSON line per `log_every` steps in OUT/metrics.jsonl, shown on the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -38,12 +39,14 @@ from vla_rl.checkpoints import (
     check_same_options,
     is_better,
     latest,
+    load_raw_weights,
     load_training_state,
     point_best,
     save_checkpoint,
 )
 from vla_rl.config import PRETRAIN_EVAL_SEED, PretrainConfig, save_config
 from vla_rl.schedules import warmup_cosine
+from vla_rl.weight_average import WeightAverage
 
 CONFIG_FILE = "pretrain_config.yaml"
 # Options that may differ between a run and its resumption.
@@ -100,15 +103,17 @@ class PretrainRun:
             bar.update(1)
             if self.step % self.cfg.log_every == 0 or self.step == self.end:
                 self.log(bar, obs, tokens, lr, dt)
-            validated = False
-            if self.evaluate_now():
-                self.evaluate(bar)
-                validated = self.cfg.val_episodes > 0
-                if validated:
-                    self.validate(bar)
-            if validated or self.step % self.cfg.save_every == 0 or self.step == self.end:
-                save_checkpoint(self.root, self.step, self.policy, self.opt, self.names,
-                                {"loss": self.loss.item(), "best": self.best, "since_best": self.since_best}, self.rng)
+            with self.deployed() as raw:  # evaluations and the saved policy use the averaged weights (--ema_decay)
+                validated = False
+                if self.evaluate_now():
+                    self.evaluate(bar)
+                    validated = self.cfg.val_episodes > 0
+                    if validated:
+                        self.validate(bar)
+                if validated or self.step % self.cfg.save_every == 0 or self.step == self.end:
+                    save_checkpoint(self.root, self.step, self.policy, self.opt, self.names,
+                                    {"loss": self.loss.item(), "best": self.best, "since_best": self.since_best},
+                                    self.rng, raw_weights=raw)
             if validated and self.best["step"] == self.step:
                 point_best(self.root, self.step)
             if validated and self.cfg.val_patience and self.since_best >= self.cfg.val_patience:
@@ -155,6 +160,8 @@ class PretrainRun:
             self.step = int(state["step"])
             extra = state.get("extra") or {}
             self.best, self.since_best = extra.get("best"), int(extra.get("since_best", 0))
+            if self.average is not None:
+                self.average.restore(load_raw_weights(ckpt, self.names))
         self.end = cfg.steps if not cfg.stop_after else min(cfg.steps, self.step + cfg.stop_after)
         n_params = sum(p.numel() for p in self.policy.parameters())
         envs = self.data.env_ids[0] if len(self.data.env_ids) == 1 else f"{len(self.data.env_ids)} envs"
@@ -171,6 +178,12 @@ class PretrainRun:
                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.95))
         self.named = named
         self.names = [n for n, p in named if p.ndim >= 2] + [n for n, p in named if p.ndim < 2]
+        self.average = WeightAverage(named, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+
+    def deployed(self):
+        """A context with the weights to evaluate and save in the policy (the average with --ema_decay), yielding
+        the raw weights training continues from (None without an average)."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     def train_step(self):
         """One AdamW step on a random batch (random-shift augmented) at the schedule's lr."""
@@ -189,6 +202,8 @@ class PretrainRun:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.named], cfg.grad_clip)
         self.opt.step()
+        if self.average is not None:
+            self.average.update(self.step)
         self.step += 1
         return obs, tokens, lr, time.perf_counter() - t0
 

@@ -206,3 +206,50 @@ def test_validation_options_are_checked_before_anything_is_written(touch_demos, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_weight_average_follows_the_ramped_decay_and_swaps_back():
+    from vla_rl.weight_average import WeightAverage, ema_decay_at
+
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert ema_decay_at(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay_at(0.9, 10**6) == 0.9
+    p = torch.nn.Parameter(torch.tensor([0.0, 10.0]))
+    avg = WeightAverage([("w", p)], decay=0.5)
+    expected = torch.tensor([0.0, 10.0])
+    for t, value in enumerate([1.0, 2.0, 4.0]):
+        with torch.no_grad():
+            p.fill_(value)
+        avg.update(t)
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * value
+    torch.testing.assert_close(avg.average[0], expected)
+    with avg.applied() as raw:
+        torch.testing.assert_close(p.detach(), expected)
+        assert torch.equal(raw["w"], torch.tensor([4.0, 4.0]))
+    assert torch.equal(p.detach(), torch.tensor([4.0, 4.0]))  # the raw weights are back
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(touch_demos, tmp_path, capsys):
+    ema = ("--ema_decay", "0.9")
+    assert main(_args(touch_demos, tmp_path / "a", *ema)) == 0
+    assert main(_args(touch_demos, tmp_path / "b", *ema, "--stop_after", "3")) == 0
+    assert main(_args(touch_demos, tmp_path / "b", *ema, "--resume", "true")) == 0
+    a, b = tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006"
+    pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
+    pb = VLAPolicy.from_pretrained(b / "pretrained_model").state_dict()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+    ra, rb = (load_file(str(d / "training_state/raw_weights.safetensors")) for d in (a, b))
+    assert set(ra) == set(rb) and all(torch.equal(ra[k], rb[k]) for k in ra)
+    # The saved policy is the average, not the raw weights training continues from.
+    key = next(k for k in ra if k in pa and ra[k].ndim >= 2)
+    assert not torch.equal(pa[key], ra[key])
+    # Without the raw weights the run cannot continue: named, nothing changed.
+    assert main(_args(touch_demos, tmp_path / "c", *ema, "--stop_after", "3")) == 0
+    (tmp_path / "c/checkpoints/000003/training_state/raw_weights.safetensors").unlink()
+    capsys.readouterr()
+    assert main(_args(touch_demos, tmp_path / "c", *ema, "--resume", "true")) == 2
+    assert "raw_weights.safetensors: missing" in capsys.readouterr().err
+    assert main(_args(touch_demos, tmp_path / "x", "--ema_decay", "1.5")) == 2
+    assert "ema_decay=1.5 is out of range" in capsys.readouterr().err
