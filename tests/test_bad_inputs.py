@@ -161,6 +161,19 @@ CASES = [
      "checksum mismatch"),
     (["train"], "--policy {r}/" + P + " --reward preference --preference.init_reward_model {r}/nope --out {w}/t",
      "nope/reward_model.json: not found"),
+    # train over several tasks (--suite / --envs)
+    (["train"], "--policy {r}/" + P + " --suite mt100 --out {w}/t", "suite: unknown suite 'mt100'; did you mean ['mt10'"),
+    (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/nope] --out {w}/t",
+     "envs[1]: unknown env id 'tabletop/nope'"),
+    (["train"], "--policy {r}/" + P + " --env tabletop/touch-color --envs [tabletop/reach-corner] --out {w}/t",
+     "give --env for one task, or --suite / --envs for several"),
+    (["train"], "--policy {r}/" + P + " --suite metaworld/mt10 --out {w}/t", "env metaworld/reach takes 4-D actions"),
+    (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/push-to-target] --critic privileged "
+     "--out {w}/t", "critic=privileged: env tabletop/push-to-target has a 9-D privileged state"),
+    (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/reach-corner,tabletop/off-center] "
+     "--envs_per_runner 2 --out {w}/t", "3 tasks but only 2 envs per iteration"),
+    (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/reach-corner] --group_size 8 --out {w}/t",
+     "2 tasks but only 1 env group per iteration"),
     # export
     (["export"], "--checkpoint {r}/nope --out {w}/x", "neither a train checkpoint"),
     (["export"], "--checkpoint {r}/" + P + " --out {r}/foreign", "foreign: is not empty and is not a policy directory"),

@@ -41,8 +41,15 @@ class TrainConfig:
 
     # Policy to fine-tune: a `pretrained_model` directory written by `vla-rl pretrain` (or by `vla-rl train`).
     policy: str = ""
-    # Environment id; empty = the env of the policy's training demos (with their env options).
+    # Environment id; empty = the env of the policy's training demos (with their env options), or the tasks of
+    # --suite / --envs.
     env: str = ""
+    # Several tasks, one language-conditioned policy: a named suite (metaworld/mt10, metaworld/mt50, libero/<suite>;
+    # `vla-rl envs` lists them). The envs of the runners are spread over the tasks round-robin (docs/commands.md,
+    # "vla-rl train"); rollout and evaluation metrics are also reported per task.
+    suite: str = ""
+    # Env ids to train on together (after the suite's, if both are given), e.g. --envs '[metaworld/reach,metaworld/push]'.
+    envs: list[str] = field(default_factory=list)
     env_options: EnvOptions = field(default_factory=EnvOptions)
     # Reward source: "env" (the env's reward, see env_reward), "model" (a saved reward model, see reward_model) or
     # "preference" (learned online from a labeler's answers about this run's rollouts, see preference.*).
@@ -248,6 +255,12 @@ class TrainConfig:
                 get_spec(self.env)
             except KeyError as e:
                 raise ConfigError(f"env: {e.args[0]}") from None
+            if self.suite or self.envs:
+                raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
+                                  "task, or --suite / --envs for several")
+        from vla_rl.config import check_tasks
+
+        check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_choice("reward", self.reward, ("env", "model", "preference"))
         if self.reward == "preference":
@@ -344,6 +357,12 @@ class TrainConfig:
             raise ConfigError(f"target_kl={self.target_kl} with num_learners={self.num_learners}: each data-parallel "
                               "learner would stop on its own shard's KL and the replicas' LoRA weights would part — "
                               "use --num_learners 1 or --target_kl 0")
+        if self.suite or self.envs:
+            from envs import resolve_env_ids
+            from vla_rl.rl.multitask import check_runs_every_task
+
+            check_runs_every_task(resolve_env_ids(self.suite, self.envs), self.env_runners, self.envs_per_runner,
+                                  self.group_size)
         batch = max(1, self.env_runners) * self.envs_per_runner * self.rollout_length
         if self.minibatch_size > batch:
             raise ConfigError(f"minibatch_size={self.minibatch_size} exceeds the batch of {batch} decisions per "

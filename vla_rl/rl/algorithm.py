@@ -47,6 +47,7 @@ from vla_rl.rl.learner import VLAPPOLearner
 from vla_rl.rl.learner_settings import LearnerSettings
 from vla_rl.rl.module import VLARLModule
 from vla_rl.rl.module_settings import ModuleSettings
+from vla_rl.rl.multitask import TASK, per_task_stats
 
 ENV_NAME = "vla_rl_env"
 ROLLOUT = "rollout"
@@ -61,7 +62,10 @@ def episode_stats(episodes) -> dict[str, float]:
     succeeds early starts a second one, which finishes inside the rollout window only if it also succeeds
     early, so pooling every finished episode over-counts success (by up to 20 points on Meta-World at 32
     envs x 40 decisions). A first episode cut by the rollout boundary is not counted (`first_episodes_cut`:
-    its outcome is unknown; make the window cover the time limit so that none is)."""
+    its outcome is unknown; make the window cover the time limit so that none is).
+
+    With several tasks (envs whose infos carry `task`), also `success_rate/<env id>`, `episodes/<env id>` and
+    `group_success_rate/<group>` by the same first-episode rule (`multitask.per_task_stats`)."""
     done = [e for e in episodes if e.is_done]
     started = [e for e in episodes if e.t_started == 0 and e.get_infos(0).get(FIRST_EPISODE, False)]
     first = [e for e in started if e.is_done]
@@ -76,6 +80,8 @@ def episode_stats(episodes) -> dict[str, float]:
         out["return"] = float(np.mean([e.get_return() for e in first]))
         out["env_return"] = float(np.mean([i.get("episode_env_return", np.nan) for i in infos]))
         out["length"] = float(np.mean([i.get("episode_env_steps", len(e)) for i, e in zip(infos, first, strict=True)]))
+    if started and TASK in started[0].get_infos(0):  # several tasks: the same per task (vla_rl.rl.multitask)
+        out.update(per_task_stats([(e.get_infos(0)[TASK], _succeeded(e) if e.is_done else None) for e in started]))
     return out
 
 

@@ -34,6 +34,9 @@ RLlib's reset seed, so every iteration sees fresh initial states and a checkpoin
 exactly where each env's sequence of seeds stands (`seed_state` / `set_seed_state`). With
 `group_size` > 1, each iteration's first episodes start in groups from shared initial states
 (`queue_group_seeds`), for group-relative advantages.
+
+With several tasks (`RLEnvSettings.tasks`), each env of a runner runs one of them, assigned deterministically by its
+slot (`vla_rl.rl.multitask`), and reports it in `info["task"]`; seeds are drawn exactly as with one task.
 """
 
 from __future__ import annotations
@@ -208,6 +211,11 @@ class RLEnvSettings:
     bootstrap_time_limit: bool  # see the module docstring
     privileged_obs: bool  # add the simulator's state for the asymmetric critic
     render_inner_steps: bool = False  # benchmarks only: render every inner step of a chunk too
+    # Several tasks (`vla_rl.rl.multitask`): each env runs tasks[slot's task] instead of env_id, and reports it in
+    # info["task"]. () = env_id alone. The slot of an env needs envs_per_runner and group_size.
+    tasks: tuple[str, ...] = ()
+    envs_per_runner: int = 1
+    group_size: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,6 +230,8 @@ class RLEnvSettings:
         if unknown or missing:
             raise ValueError(f"env_config: unknown keys {unknown}, missing keys {missing} "
                              "(build it with RLEnvSettings(...).as_dict())")
+        if "tasks" in data:
+            data["tasks"] = tuple(data["tasks"])
         return cls(**data)
 
 
@@ -233,9 +243,20 @@ def make_rl_env(env_config: Mapping[str, Any]) -> gym.Env:
     s = RLEnvSettings.of(env_config)
     tokenizer = ActionTokenizer.from_dict(s.action_tokenizer)  # its scheme too: OpenVLA's bins decode differently
     worker = int(getattr(env_config, "worker_index", 0) or 0)
-    return build_rl_env(s.env_id, EnvOptions(**s.env_options), tokenizer, s.chunk_size, s.reward,
-                        env_seed(s.seed, worker, next(_created)), s.bootstrap_time_limit, s.render_inner_steps,
-                        s.privileged_obs)
+    env_id = s.env_id
+    if s.tasks:
+        from vla_rl.rl.multitask import slot_position, task_of_slot
+
+        position = slot_position((worker, s.tasks, s.seed, s.envs_per_runner, s.group_size), s.envs_per_runner)
+        env_id = task_of_slot(s.tasks, worker, position, s.envs_per_runner, s.group_size)
+    env = build_rl_env(env_id, EnvOptions(**s.env_options), tokenizer, s.chunk_size, s.reward,
+                       env_seed(s.seed, worker, next(_created)), s.bootstrap_time_limit, s.render_inner_steps,
+                       s.privileged_obs)
+    if s.tasks:
+        from vla_rl.rl.multitask import TaskLabel
+
+        env = TaskLabel(env, env_id)
+    return env
 
 
 def sub_envs(vector_env) -> list[gym.Env]:

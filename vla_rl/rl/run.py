@@ -104,8 +104,12 @@ class TrainRun:
                                                          alternative="--resume true to continue it")
         check_ray_address(cfg.ray_address)
         policy = VLAPolicy.from_pretrained(cfg.policy)
-        self.env_id, self.options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
-        check_env_fits(policy, self.env_id, self.options)
+        self.tasks = self._check_tasks(policy)  # [] for one env
+        if self.tasks:
+            self.env_id = self.tasks[0]
+        else:
+            self.env_id, self.options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
+            check_env_fits(policy, self.env_id, self.options)
         if cfg.reward == "model":
             RewardEnsemble.load(cfg.reward_model)
         self.init_model = self.pref_state = None
@@ -132,7 +136,26 @@ class TrainRun:
             env_id=self.env_id, env_options=dataclasses.asdict(self.options),
             action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size, reward=cfg.env_reward,
             seed=cfg.seed, bootstrap_time_limit=cfg.bootstrap_time_limit,
-            privileged_obs=cfg.critic == "privileged").as_dict()
+            privileged_obs=cfg.critic == "privileged",
+            **({"tasks": tuple(self.tasks), "envs_per_runner": cfg.envs_per_runner, "group_size": cfg.group_size}
+               if self.tasks else {})).as_dict()
+
+    def _check_tasks(self, policy) -> list[str]:
+        """With --suite / --envs: the tasks, each checked against the policy as `vla-rl eval --suite` checks them, and
+        against each other (one vector env batches them); sets `self.options`. [] for one env."""
+        cfg = self.cfg
+        if not (cfg.suite or cfg.envs):
+            return []
+        from envs import resolve_env_ids
+        from vla_rl.evaluation import training_options
+        from vla_rl.rl.multitask import check_tasks_batch_together
+        from vla_rl.suite_evaluation import check_suite_fits, per_env_options
+
+        tasks = resolve_env_ids(cfg.suite, cfg.envs)
+        self.options = training_options(cfg.env_options, policy, cfg.policy)
+        check_suite_fits(policy, tasks, per_env_options(tasks, self.options))
+        check_tasks_batch_together(tasks, self.options, cfg.critic == "privileged")
+        return tasks
 
     def start(self) -> None:
         """Ray up (local, sized for the run, or the given cluster), the cluster checked; then the run directory is
@@ -213,7 +236,14 @@ class TrainRun:
         cfg = self.cfg
         reward = {"model": f"model {cfg.reward_model}", "env": f"env {cfg.env_reward}",
                   "preference": f"preference ({self.labelers.name if self.labelers else ''})"}[cfg.reward]
-        print(f"train: {self.env_id} from {cfg.policy}; reward {reward}; "
+        if self.tasks:
+            from vla_rl.rl.multitask import assignment_text
+
+            envs = assignment_text(self.tasks, cfg.env_runners, cfg.envs_per_runner, cfg.group_size)
+            print(f"train: {cfg.suite or f'{len(self.tasks)} tasks'} ({len(self.tasks)} tasks; envs {envs})",
+                  file=sys.stderr)
+        print(f"train: {cfg.suite or (f'{len(self.tasks)} tasks' if self.tasks else self.env_id)} from {cfg.policy}; "
+              f"reward {reward}; "
               f"{cfg.env_runners} runner(s) x {cfg.envs_per_runner} envs x {cfg.rollout_length} decisions per iteration; "
               f"weight sync {self.sent / 1e6:.2f} MB = {100 * self.sent / self.full:.1f} % of the policy; "
               f"iterations {self.iteration} -> {self.end}", file=sys.stderr)
@@ -236,35 +266,61 @@ class TrainRun:
     # --- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, at: int, validation: bool = False) -> tuple[dict, dict]:
         """Greedy success of the learner's policy on the fixed evaluation seeds (or the validation seeds), as
-        `vla-rl eval` measures it, and the metrics row of it."""
-        from vla_rl.evaluation import evaluate_policy, progress_total
+        `vla-rl eval` measures it (`--suite` / `--envs`: on every task, as `vla-rl eval --suite` does), and the
+        metrics row of it."""
+        from vla_rl.evaluation import progress_total
+        from vla_rl.suite_evaluation import suite_metrics, suite_progress_total
 
         cfg, t_eval = self.cfg, time.perf_counter()
         episodes, seed, ns = (cfg.val_episodes, cfg.val_seed, "val") if validation else \
             (cfg.eval_episodes, cfg.eval_seed, "eval")
         videos = 0 if validation else cfg.eval_videos
         policy = self.algo.policy_module().policy
-        with tqdm(total=progress_total(self.env_id, episodes, self.options), desc=f"{ns} at iteration {at}",
+        total = (suite_progress_total(self.tasks, episodes, dict.fromkeys(self.tasks, self.options)) if self.tasks
+                 else progress_total(self.env_id, episodes, self.options))
+        with tqdm(total=total, desc=f"{ns} at iteration {at}",
                   unit="step", file=sys.stderr, dynamic_ncols=True, leave=False) as eval_bar:
-            result = evaluate_policy(policy, self.env_id, episodes, seed=seed, options=self.options, videos=videos,
-                                     out=self.out / "eval" / f"{at:06d}" if videos else None, progress=eval_bar)
-        result.pop("per_episode")
+            result = self._episodes(policy, episodes, seed, videos=videos,
+                                    out=self.out / "eval" / f"{at:06d}" if videos else None, progress=eval_bar)
         row = {f"{ns}/success_rate": result["success_rate"], f"{ns}/success_ci_low": result["success_rate_ci95"][0],
                f"{ns}/success_ci_high": result["success_rate_ci95"][1], f"{ns}/return": result["mean_return"],
                f"{ns}/length": result["mean_length"]}
+        if self.tasks:  # per task, per group, mean of groups (the suite evaluation's metrics)
+            row.update({f"{ns}/{k}": v for k, v in suite_metrics(result).items()
+                        if "/" in k or k == "success_rate_mean_of_groups"})
         sampled = ""
         if cfg.eval_sampled and not validation:  # the policy PPO optimises, on the same seeds
-            gen = evaluate_policy(policy, self.env_id, episodes, seed=seed, options=self.options, greedy=False,
-                                  temperature=cfg.temperature)
+            gen = self._episodes(policy, episodes, seed, greedy=False, temperature=cfg.temperature)
             row.update({f"{ns}/sampled_success_rate": gen["success_rate"],
                         f"{ns}/sampled_success_ci_low": gen["success_rate_ci95"][0],
                         f"{ns}/sampled_success_ci_high": gen["success_rate_ci95"][1]})
+            if self.tasks:
+                row.update({f"{ns}/sampled_success_rate/{e}": r["success_rate"] for e, r in gen["tasks"].items()})
             sampled = f", sampled {gen['success_rate']:.2f}"
             result.update(sampled_success_rate=gen["success_rate"], sampled_success_rate_ci95=gen["success_rate_ci95"])
         self.bar.write(f"iteration {at}: greedy success {result['success_rate']:.2f} (95% CI "
                        f"{result['success_rate_ci95'][0]:.2f}-{result['success_rate_ci95'][1]:.2f}){sampled}"
+                       f"{f' over {len(self.tasks)} tasks' if self.tasks else ''}"
                        f"{' on the validation seeds' if validation else ''}")
         return result, {**row, f"perf/{ns}_s": time.perf_counter() - t_eval}
+
+    def _episodes(self, policy, episodes: int, seed: int, **kwargs) -> dict:
+        """`evaluate_policy`'s summary on the run's env without per-episode records; with several tasks
+        `evaluate_suite`'s, plus mean_return / mean_length over all episodes (every task runs `episodes`)."""
+        from vla_rl.evaluation import evaluate_policy
+        from vla_rl.suite_evaluation import evaluate_suite
+
+        if not self.tasks:
+            result = evaluate_policy(policy, self.env_id, episodes, seed=seed, options=self.options, **kwargs)
+            result.pop("per_episode")
+            return result
+        result = evaluate_suite(policy, self.tasks, episodes, seed=seed, options=self.options, **kwargs)
+        tasks = list(result["tasks"].values())
+        for task in tasks:
+            task.pop("per_episode")
+        result["mean_return"] = sum(t["mean_return"] for t in tasks) / len(tasks)
+        result["mean_length"] = sum(t["mean_length"] for t in tasks) / len(tasks)
+        return result
 
     def evaluate_start(self) -> None:
         """The start policy's evaluation, as iteration 0's row."""
@@ -360,9 +416,13 @@ class TrainRun:
         summary = {"iteration": self.iteration, "iterations": cfg.iterations, "env_steps": self.env_steps,
                    "seconds": round(self.wall, 1), "checkpoint": str(self.root / "last" / "pretrained_model")}
         summary.update(before_after_fields(before, last_eval))
+        per_task = f" per task, {len(self.tasks)} tasks" if self.tasks else ""
+        for key, result in (("success_rate_per_task_before", before), ("success_rate_per_task", last_eval)):
+            if self.tasks and result:
+                summary[key] = {e: r["success_rate"] for e, r in result["tasks"].items()}
         if before and last_eval:
             print(before_after_line(before, last_eval, "success_rate", f"greedy success on {cfg.eval_episodes} unseen "
-                                    "seeds", f"after {self.iteration} iterations"), file=sys.stderr)
+                                    f"seeds{per_task}", f"after {self.iteration} iterations"), file=sys.stderr)
             if "sampled_success_rate" in before and "sampled_success_rate" in last_eval:
                 print(before_after_line(before, last_eval, "sampled_success_rate", f"sampled (temperature "
                                         f"{cfg.temperature:g}, what PPO optimises) on the same seeds"), file=sys.stderr)
