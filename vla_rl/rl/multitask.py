@@ -23,6 +23,8 @@ from collections import defaultdict
 
 import gymnasium as gym
 
+from envs import EnvOptions
+
 TASK = "task"  # info key (reset and step) of a multi-task env: its env id
 
 _positions: dict[tuple, itertools.count] = defaultdict(itertools.count)  # env creator calls per (runner, settings)
@@ -139,3 +141,32 @@ def per_task_stats(started: list[tuple[str, bool | None]]) -> dict[str, float]:
     for group, ids in task_groups(list(rates)).items():
         out[f"group_success_rate/{group}"] = sum(rates[t] for t in ids) / len(ids)
     return out
+
+
+def resolve_train_tasks(cfg, policy) -> tuple[list[str], EnvOptions]:
+    """The tasks of a TrainConfig's --suite / --envs and the env options they run with (the policy's training options
+    unless given), every task checked against the policy as `vla-rl eval --suite` checks it (action, state and image
+    size, instruction length) and the tasks against each other (`check_tasks_batch_together`)."""
+    from envs import resolve_env_ids
+    from vla_rl.evaluation import training_options
+    from vla_rl.suite_evaluation import check_suite_fits, per_env_options
+
+    tasks = resolve_env_ids(cfg.suite, cfg.envs)
+    options = training_options(cfg.env_options, policy, cfg.policy)
+    check_suite_fits(policy, tasks, per_env_options(tasks, options))
+    check_tasks_batch_together(tasks, options, cfg.critic == "privileged")
+    return tasks, options
+
+
+def evaluate_tasks(policy, tasks: list[str], episodes: int, **kwargs) -> dict:
+    """`evaluate_suite`'s summary without per-episode records, plus mean_return / mean_length over all episodes (every
+    task runs `episodes`, so the mean over tasks)."""
+    from vla_rl.suite_evaluation import evaluate_suite
+
+    result = evaluate_suite(policy, tasks, episodes, **kwargs)
+    summaries = list(result["tasks"].values())
+    for task in summaries:
+        task.pop("per_episode")
+    result["mean_return"] = sum(t["mean_return"] for t in summaries) / len(summaries)
+    result["mean_length"] = sum(t["mean_length"] for t in summaries) / len(summaries)
+    return result

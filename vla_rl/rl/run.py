@@ -104,10 +104,13 @@ class TrainRun:
                                                          alternative="--resume true to continue it")
         check_ray_address(cfg.ray_address)
         policy = VLAPolicy.from_pretrained(cfg.policy)
-        self.tasks = self._check_tasks(policy)  # [] for one env
-        if self.tasks:
+        if cfg.suite or cfg.envs:  # several tasks: each checked as `vla-rl eval --suite` does, and against each other
+            from vla_rl.rl.multitask import resolve_train_tasks
+
+            self.tasks, self.options = resolve_train_tasks(cfg, policy)
             self.env_id = self.tasks[0]
         else:
+            self.tasks = []
             self.env_id, self.options = resolve_env(cfg.env, cfg.env_options, policy, cfg.policy)
             check_env_fits(policy, self.env_id, self.options)
         if cfg.reward == "model":
@@ -139,23 +142,6 @@ class TrainRun:
             privileged_obs=cfg.critic == "privileged",
             **({"tasks": tuple(self.tasks), "envs_per_runner": cfg.envs_per_runner, "group_size": cfg.group_size}
                if self.tasks else {})).as_dict()
-
-    def _check_tasks(self, policy) -> list[str]:
-        """With --suite / --envs: the tasks, each checked against the policy as `vla-rl eval --suite` checks them, and
-        against each other (one vector env batches them); sets `self.options`. [] for one env."""
-        cfg = self.cfg
-        if not (cfg.suite or cfg.envs):
-            return []
-        from envs import resolve_env_ids
-        from vla_rl.evaluation import training_options
-        from vla_rl.rl.multitask import check_tasks_batch_together
-        from vla_rl.suite_evaluation import check_suite_fits, per_env_options
-
-        tasks = resolve_env_ids(cfg.suite, cfg.envs)
-        self.options = training_options(cfg.env_options, policy, cfg.policy)
-        check_suite_fits(policy, tasks, per_env_options(tasks, self.options))
-        check_tasks_batch_together(tasks, self.options, cfg.critic == "privileged")
-        return tasks
 
     def start(self) -> None:
         """Ray up (local, sized for the run, or the given cluster), the cluster checked; then the run directory is
@@ -236,14 +222,13 @@ class TrainRun:
         cfg = self.cfg
         reward = {"model": f"model {cfg.reward_model}", "env": f"env {cfg.env_reward}",
                   "preference": f"preference ({self.labelers.name if self.labelers else ''})"}[cfg.reward]
-        if self.tasks:
+        what = self.env_id
+        if self.tasks:  # which task each env runs
             from vla_rl.rl.multitask import assignment_text
 
-            envs = assignment_text(self.tasks, cfg.env_runners, cfg.envs_per_runner, cfg.group_size)
-            print(f"train: {cfg.suite or f'{len(self.tasks)} tasks'} ({len(self.tasks)} tasks; envs {envs})",
-                  file=sys.stderr)
-        print(f"train: {cfg.suite or (f'{len(self.tasks)} tasks' if self.tasks else self.env_id)} from {cfg.policy}; "
-              f"reward {reward}; "
+            what = (f"{cfg.suite or 'tasks'} (envs per task: "
+                    f"{assignment_text(self.tasks, cfg.env_runners, cfg.envs_per_runner, cfg.group_size)})")
+        print(f"train: {what} from {cfg.policy}; reward {reward}; "
               f"{cfg.env_runners} runner(s) x {cfg.envs_per_runner} envs x {cfg.rollout_length} decisions per iteration; "
               f"weight sync {self.sent / 1e6:.2f} MB = {100 * self.sent / self.full:.1f} % of the policy; "
               f"iterations {self.iteration} -> {self.end}", file=sys.stderr)
@@ -305,21 +290,14 @@ class TrainRun:
         return result, {**row, f"perf/{ns}_s": time.perf_counter() - t_eval}
 
     def _episodes(self, policy, episodes: int, seed: int, **kwargs) -> dict:
-        """`evaluate_policy`'s summary on the run's env without per-episode records; with several tasks
-        `evaluate_suite`'s, plus mean_return / mean_length over all episodes (every task runs `episodes`)."""
+        """`evaluate_policy`'s summary on the run's env (`evaluate_tasks`' on several), without per-episode records."""
         from vla_rl.evaluation import evaluate_policy
-        from vla_rl.suite_evaluation import evaluate_suite
+        from vla_rl.rl.multitask import evaluate_tasks
 
-        if not self.tasks:
-            result = evaluate_policy(policy, self.env_id, episodes, seed=seed, options=self.options, **kwargs)
-            result.pop("per_episode")
-            return result
-        result = evaluate_suite(policy, self.tasks, episodes, seed=seed, options=self.options, **kwargs)
-        tasks = list(result["tasks"].values())
-        for task in tasks:
-            task.pop("per_episode")
-        result["mean_return"] = sum(t["mean_return"] for t in tasks) / len(tasks)
-        result["mean_length"] = sum(t["mean_length"] for t in tasks) / len(tasks)
+        if self.tasks:
+            return evaluate_tasks(policy, self.tasks, episodes, seed=seed, options=self.options, **kwargs)
+        result = evaluate_policy(policy, self.env_id, episodes, seed=seed, options=self.options, **kwargs)
+        result.pop("per_episode")
         return result
 
     def evaluate_start(self) -> None:
