@@ -167,7 +167,8 @@ CASES = [
      "envs[1]: unknown env id 'tabletop/nope'"),
     (["train"], "--policy {r}/" + P + " --env tabletop/touch-color --envs [tabletop/reach-corner] --out {w}/t",
      "give --env for one task, or --suite / --envs for several"),
-    (["train"], "--policy {r}/" + P + " --suite metaworld/mt10 --out {w}/t", "env metaworld/reach takes 4-D actions"),
+    (["train"], "--policy {r}/" + P + " --suite metaworld/mt10 --envs_per_runner 10 --out {w}/t",
+     "env metaworld/reach takes 4-D actions"),
     (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/push-to-target] --critic privileged "
      "--out {w}/t", "critic=privileged: env tabletop/push-to-target has a 9-D privileged state"),
     (["train"], "--policy {r}/" + P + " --envs [tabletop/touch-color,tabletop/reach-corner,tabletop/off-center] "

@@ -8,6 +8,9 @@ as `vla-rl eval` (with `val_episodes`, also on separate validation seeds, whose 
 `checkpoints/best`). One JSON row per iteration goes to OUT/metrics.jsonl (and to wandb): the
 metric names and their healthy ranges are listed in docs/training.md ("Training metrics").
 
+With --suite / --envs: one language-conditioned policy on several tasks, the runners' envs spread over them
+round-robin (vla_rl.rl.multitask), rollout and evaluation metrics also per task (docs/commands.md, "vla-rl train").
+
 The run itself is `vla_rl.rl.run.TrainRun`, which Python users can drive directly; this verb only parses.
 """
 
