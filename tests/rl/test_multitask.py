@@ -9,6 +9,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from rl_setup import SMALL
 
 from vla_rl.base.errors import ConfigError
@@ -73,14 +74,19 @@ def test_a_runners_vector_env_holds_the_tasks_in_slot_order_seeded_as_one_task(t
         vec.close()
 
 
-def test_train_on_two_tasks_holds_both_on_a_runner_and_logs_them_per_task(tiny_policy, tmp_path):
-    """1 iteration of `vla-rl train --envs [A,B]` on one Ray runner with 4 envs: 2 + 2 envs, per-task rollout metrics
-    beside the pooled ones, and the final evaluation on every task."""
+def test_train_on_two_tasks_holds_both_on_a_runner_logs_them_per_task_and_resumes_exactly(tiny_policy, tmp_path):
+    """2 iterations of `vla-rl train --envs [A,B]` on one Ray runner with 4 envs: 2 + 2 envs, per-task rollout metrics
+    beside the pooled ones, the final evaluation on every task; 1 + 1 iterations with a resume give the same run."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
     from vla_rl.rl.run import TrainRun
     from vla_rl.train_config import TrainConfig, WandbOptions
 
-    run = TrainRun(TrainConfig(policy=str(tiny_policy), **SMALL, envs=[A, B], iterations=1, eval_every=0,
-                               eval_episodes=1, wandb=WandbOptions(mode="disabled"), out=str(tmp_path / "run")))
+    cfg = TrainConfig(policy=str(tiny_policy), **SMALL, envs=[A, B], iterations=2, eval_every=0, eval_episodes=1,
+                      lr=1e-3, wandb=WandbOptions(mode="disabled"), out=str(tmp_path / "two"))
+    run = TrainRun(cfg)
     run.check()
     run.start()
     try:
@@ -92,13 +98,29 @@ def test_train_on_two_tasks_holds_both_on_a_runner_and_logs_them_per_task(tiny_p
     finally:
         run.close()
     summary = run.summary()
-    row = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    rows = [json.loads(line) for line in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        # each env's first episode counts for its task (2 envs per task); the pooled rate is over all of them
+        episodes = {t: row[f"rollout/episodes/{t}"] for t in (A, B)}
+        assert episodes[B] == 2.0 and sum(episodes.values()) + row["rollout/first_episodes_cut"] == 4.0
+        successes = sum(row[f"rollout/success_rate/{t}"] * n for t, n in episodes.items() if n)
+        assert row["rollout/success_rate"] * row["rollout/episodes"] == pytest.approx(successes, abs=1e-5)
+    last = rows[-1]
     for task in (A, B):
-        assert f"eval/success_rate/{task}" in row and 0 <= row[f"eval/sampled_success_rate/{task}"] <= 1
-    # each env's first episode counts for its task (2 envs per task); the pooled rate is over all of them
-    episodes = {t: row[f"rollout/episodes/{t}"] for t in (A, B)}
-    assert episodes[B] == 2.0 and sum(episodes.values()) + row["rollout/first_episodes_cut"] == 4.0
-    successes = sum(row[f"rollout/success_rate/{t}"] * n for t, n in episodes.items() if n)
-    assert row["rollout/success_rate"] * row["rollout/episodes"] == pytest.approx(successes, abs=1e-5)
-    assert row["eval/success_rate"] == pytest.approx((row[f"eval/success_rate/{A}"] + row[f"eval/success_rate/{B}"]) / 2)
+        assert f"eval/success_rate/{task}" in last and 0 <= last[f"eval/sampled_success_rate/{task}"] <= 1
+    assert last["eval/success_rate"] == pytest.approx((last[f"eval/success_rate/{A}"] + last[f"eval/success_rate/{B}"]) / 2)
     assert set(summary["success_rate_per_task"]) == {A, B}
+
+    split = dataclasses.replace(cfg, out=str(tmp_path / "one_plus_one"), stop_after=1)
+    TrainRun(split).run()
+    TrainRun(dataclasses.replace(split, stop_after=0, resume=True)).run()
+    again = [json.loads(line) for line in (tmp_path / "one_plus_one/metrics.jsonl").read_text().splitlines()]
+    keys = sorted(k for k in set().union(*rows) if k.startswith(("rollout/", "losses/policy")))
+    assert f"rollout/success_rate/{A}" in keys
+    assert [{k: r.get(k) for k in keys} for r in rows] == [{k: r.get(k) for k in keys} for r in again]
+    # (the first invocation also evaluates at its last iteration, 1); the final evaluations agree
+    evals = sorted(k for k in last if k.startswith("eval/success_rate"))
+    assert {k: last[k] for k in evals} == {k: again[-1][k] for k in evals}
+    adapter = "checkpoints/last/pretrained_model/adapter/adapter_model.safetensors"
+    wa, wb = load_file(str(tmp_path / "two" / adapter)), load_file(str(tmp_path / "one_plus_one" / adapter))
+    assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa)
