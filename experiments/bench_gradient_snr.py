@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     env_config = RLEnvSettings(env_id=policy.spec.train_env, env_options=dict(policy.spec.train_env_options or {}),
                                action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size,
                                reward="shaped", seed=args.seed, bootstrap_time_limit=False,
-                               privileged_obs=False).as_dict()
+                               privileged_obs=False, envs_per_runner=1, group_size=1).as_dict()
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     seeds = [int(s) for s in np.random.default_rng(args.seed).integers(0, 2**31 - 1, args.groups)]

@@ -49,7 +49,8 @@ def _env_config(policy, reward="shaped", seed=0) -> dict:
 
     return RLEnvSettings(env_id=policy.spec.train_env, env_options=dict(policy.spec.train_env_options or {}),
                          action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size,
-                         reward=reward, seed=seed, bootstrap_time_limit=False, privileged_obs=False).as_dict()
+                         reward=reward, seed=seed, bootstrap_time_limit=False, privileged_obs=False, envs_per_runner=1,
+                         group_size=1).as_dict()
 
 
 def _train_config(args):
@@ -94,7 +95,8 @@ def chunking(args) -> dict:
 
     configs = {name: RLEnvSettings(env_id=args.env, env_options={"image_size": 64}, action_tokenizer=at.to_dict(),
                                    chunk_size=c, reward="shaped", seed=0, render_inner_steps=every,
-                                   bootstrap_time_limit=False, privileged_obs=False).as_dict()
+                                   bootstrap_time_limit=False, privileged_obs=False, envs_per_runner=1,
+                                   group_size=1).as_dict()
                for name, (c, every) in arms.items()}
     for name, (c, _) in arms.items():  # warm-up
         bare_loop(policies[c], configs[name], 2, args.envs)

@@ -36,7 +36,8 @@ def build_algo(policy_dir: Path, **options):
     env_config = RLEnvSettings(
         env_id=ENV, env_options={"image_size": 64}, chunk_size=1, reward="shaped", seed=0,
         action_tokenizer=VLAPolicy.from_pretrained(policy_dir).action_tokenizer.to_dict(), bootstrap_time_limit=False,
-        privileged_obs=cfg.critic == "privileged").as_dict()
+        privileged_obs=cfg.critic == "privileged", envs_per_runner=cfg.envs_per_runner,
+        group_size=cfg.group_size).as_dict()
     return build_config(cfg, env_config, str(policy_dir)).build_algo()
 
 

@@ -248,7 +248,7 @@ def test_make_rl_env_reads_typed_settings_and_refuses_missing_or_unknown_keys():
     tok = ActionTokenizer((-1.0,) * 2, (1.0,) * 2, 256, 10)
     settings = RLEnvSettings(env_id="tabletop/touch-color", env_options={"image_size": 32},
                              action_tokenizer=tok.to_dict(), chunk_size=2, reward="sparse", seed=3,
-                             bootstrap_time_limit=False, privileged_obs=True)
+                             bootstrap_time_limit=False, privileged_obs=True, envs_per_runner=1, group_size=1)
     env = make_rl_env(settings.as_dict())
     assert RLEnvSettings.of(settings.as_dict()) == settings
     assert env.action_space.nvec.tolist() == [256] * 4  # K=2 chunks of the 2-D action
@@ -266,7 +266,7 @@ def test_the_rl_env_decodes_bins_with_the_policys_own_tokenizer_scheme():
     tok = ActionTokenizer((-0.5, -1.0), (0.5, 1.0), 256, 10, scheme="openvla", mask=(True, False))
     settings = RLEnvSettings(env_id="tabletop/touch-color", env_options={"image_size": 32},
                              action_tokenizer=tok.to_dict(), chunk_size=1, reward="sparse", seed=3,
-                             bootstrap_time_limit=False, privileged_obs=False)
+                             bootstrap_time_limit=False, privileged_obs=False, envs_per_runner=1, group_size=1)
     env = make_rl_env(settings.as_dict())
     inner = env
     while not hasattr(inner, "tokenizer"):

@@ -199,8 +199,9 @@ def build_rl_env(env_id: str, options: EnvOptions, tokenizer, chunk_size: int, r
 @dataclass(frozen=True)
 class RLEnvSettings:
     """What RLlib's `env_config` holds for `make_rl_env`, typed: built once per run from `TrainConfig`
-    (`vla_rl.rl.run`), pickled to every env runner. Like `ModuleSettings`, no field repeats a TrainConfig default;
-    only the benchmark-only `render_inner_steps` has one here."""
+    (`vla_rl.rl.run`), pickled to every env runner. Like `ModuleSettings`, no field repeats a TrainConfig default:
+    every field that a run sets is required; only the benchmark-only `render_inner_steps` and `tasks` (one task
+    unless given) have defaults."""
 
     env_id: str
     env_options: dict[str, Any]  # EnvOptions as a dict
@@ -210,12 +211,13 @@ class RLEnvSettings:
     seed: int  # the run's seed; each env draws its own stream from it (env_seed)
     bootstrap_time_limit: bool  # see the module docstring
     privileged_obs: bool  # add the simulator's state for the asymmetric critic
+    # The run's TrainConfig.envs_per_runner and group_size: with `tasks`, they give each env its slot, hence its task.
+    envs_per_runner: int
+    group_size: int
     render_inner_steps: bool = False  # benchmarks only: render every inner step of a chunk too
     # Several tasks (`vla_rl.rl.multitask`): each env runs tasks[slot's task] instead of env_id, and reports it in
-    # info["task"]. () = env_id alone. The slot of an env needs envs_per_runner and group_size.
+    # info["task"]. () = env_id alone.
     tasks: tuple[str, ...] = ()
-    envs_per_runner: int = 1
-    group_size: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -139,9 +139,8 @@ class TrainRun:
             env_id=self.env_id, env_options=dataclasses.asdict(self.options),
             action_tokenizer=policy.action_tokenizer.to_dict(), chunk_size=policy.spec.chunk_size, reward=cfg.env_reward,
             seed=cfg.seed, bootstrap_time_limit=cfg.bootstrap_time_limit,
-            privileged_obs=cfg.critic == "privileged",
-            **({"tasks": tuple(self.tasks), "envs_per_runner": cfg.envs_per_runner, "group_size": cfg.group_size}
-               if self.tasks else {})).as_dict()
+            privileged_obs=cfg.critic == "privileged", envs_per_runner=cfg.envs_per_runner, group_size=cfg.group_size,
+            tasks=tuple(self.tasks)).as_dict()
 
     def start(self) -> None:
         """Ray up (local, sized for the run, or the given cluster), the cluster checked; then the run directory is
