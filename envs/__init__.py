@@ -6,6 +6,7 @@ Public API::
     from envs import ScriptedExpert, DemoDataset, DemoWriter
     from envs import EnvFamily, register_family    # more simulators (docs/environments.md)
     from envs import get_suite, suite_names         # named suites: metaworld/mt10, metaworld/mt50, libero/<suite>
+    from envs import metaworld_group, task_groups   # Meta-World difficulty groups (easy, medium, hard, very_hard)
 
 Every task is also a gymnasium env: ``gym.make("vla_rl/metaworld.drawer-open")`` (gymnasium ids
 allow one "/", so the family separator becomes "."). Importing `envs` registers them.
@@ -42,6 +43,7 @@ from envs.suites import (
     METAWORLD_MT10,
     Suite,
     get_suite,
+    metaworld_group,
     resolve_env_ids,
     suite_names,
     task_groups,
@@ -78,6 +80,7 @@ __all__ = [
     "list_specs",
     "make_env",
     "make_vector_env",
+    "metaworld_group",
     "register_entry_point_families",
     "register_family",
     "register_gym_envs",

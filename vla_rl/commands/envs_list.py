@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from envs.registry import get_spec, list_specs
-from envs.suites import get_suite, metaworld_group, suite_names
+from envs import get_spec, get_suite, list_specs, metaworld_group, suite_names
 from vla_rl.config import EnvsConfig
 
 
