@@ -3,7 +3,7 @@
 Public API::
 
     from envs import make_env, make_vector_env, list_specs, get_spec, EnvOptions
-    from envs import ScriptedExpert, DemoDataset, DemoWriter
+    from envs import ScriptedExpert, has_scripted_expert, DemoDataset, DemoWriter, check_appendable
     from envs import EnvFamily, register_family    # more simulators (docs/environments.md)
     from envs import get_suite, suite_names         # named suites: metaworld/mt10, metaworld/mt50, libero/<suite>
     from envs import metaworld_group, task_groups   # Meta-World difficulty groups (easy, medium, hard, very_hard)
@@ -20,8 +20,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from envs.backend import TaskBackend, TaskStatus  # noqa: E402
 from envs.chunking import ActionChunkWrapper  # noqa: E402
-from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, env_facts
-from envs.experts import ScriptedExpert
+from envs.demos import DatasetError, DemoDataset, DemoWriter, Episode, check_appendable, env_facts
+from envs.experts import ScriptedExpert, has_scripted_expert
 from envs.family import EnvFamily
 from envs.instruction import decode_instruction, encode_instruction
 from envs.options import EnvOptions
@@ -70,6 +70,7 @@ __all__ = [
     "TaskStatus",
     "CORE_FAMILIES",
     "VLAEnv",
+    "check_appendable",
     "decode_instruction",
     "encode_instruction",
     "env_facts",
@@ -77,6 +78,7 @@ __all__ = [
     "get_family",
     "get_spec",
     "get_suite",
+    "has_scripted_expert",
     "list_specs",
     "make_env",
     "make_vector_env",

@@ -175,6 +175,17 @@ class DemoDataset:
             read_checked_bytes(self.path / entry["file"], entry["sha256"], DatasetError, f"{self.path / INDEX} as episode {i}")
 
 
+def check_appendable(dataset: DemoDataset, env: dict[str, Any]) -> None:
+    """DatasetError naming the field unless episodes of an env with these facts (`env_facts`) may join `dataset`."""
+    for k in ENV_FIELDS:
+        have = list(env[k]) if isinstance(env[k], tuple) else env[k]
+        if dataset.index[k] != have:
+            raise DatasetError(
+                f"{dataset.path / INDEX}: cannot append — field {k!r} is {dataset.index[k]!r} in the "
+                f"dataset but {have!r} for this run; write to a new --out directory"
+            )
+
+
 class DemoWriter:
     """Creates a dataset or appends to an existing compatible one; each `add` is atomic."""
 
@@ -190,12 +201,7 @@ class DemoWriter:
             existing = DemoDataset(self.path)
             existing.verify()  # never append to a dataset whose files are already corrupt
             self.index = existing.index
-            for k in ENV_FIELDS:
-                if self.index[k] != env[k]:
-                    raise DatasetError(
-                        f"{self.path / INDEX}: cannot append — field {k!r} is {self.index[k]!r} in the "
-                        f"dataset but {env[k]!r} for this run; write to a new --out directory"
-                    )
+            check_appendable(existing, env)
         else:
             self.index = {"format": FORMAT, "version": VERSION, **{k: env[k] for k in ENV_FIELDS}, "episodes": [], "collections": []}
 

@@ -12,6 +12,7 @@ from envs.tabletop.tasks import (
     BLOCK_HALF,
     FINGER_RADIUS,
     MAX_STEP,
+    TABLETOP_TASKS,
     OffCenterBackend,
     PushToTargetBackend,
     TouchColorBackend,
@@ -103,3 +104,26 @@ class ScriptedExpert:
         if family.expert is not None:
             return np.asarray(family.expert(b), dtype=np.float64)
         raise KeyError(f"no scripted expert for task {self.env.task_spec.id}")
+
+
+def has_scripted_expert(env_id: str) -> bool:
+    """Whether `ScriptedExpert` acts in the task `env_id`, from the id alone (no env is built): the tabletop tasks,
+    the Meta-World tasks with a policy in `metaworld.policies`, LIBERO-Object and -Spatial (envs/libero_expert.py),
+    and another family's tasks when it registered an expert."""
+    from envs.registry import get_family, get_spec
+
+    spec = get_spec(env_id)
+    task = spec.id.split("/", 1)[1]
+    if spec.family == "tabletop":
+        return issubclass(TABLETOP_TASKS[task][0], (TouchColorBackend, PushToTargetBackend, OffCenterBackend))
+    if spec.family == "metaworld":
+        from metaworld.policies import ENV_POLICY_MAP
+
+        return f"{task}-v3" in ENV_POLICY_MAP  # the backend's task_name
+    if get_family(spec.family).expert is None:
+        return False
+    if spec.family == "libero":
+        from envs.libero_expert import SCRIPTED_SUITES
+
+        return task.split("/", 1)[0] in SCRIPTED_SUITES
+    return True

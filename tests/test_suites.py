@@ -178,3 +178,37 @@ def test_collect_envs_refuses_a_directory_with_other_things_before_collecting(tm
                  "--out", str(tmp_path / "demos")]) == 2
     assert "demos: holds ['tabletop.touch-color'], which is not a demo dataset" in capsys.readouterr().err
     assert not (tmp_path / "demos" / "tabletop.reach-corner").exists()
+
+
+def test_collect_envs_refuses_a_task_without_an_expert_before_any_episode(tmp_path, capsys, monkeypatch):
+    import envs
+
+    monkeypatch.setattr(envs, "has_scripted_expert", lambda env_id: env_id != "tabletop/touch-color")
+    out = tmp_path / "demos"
+    assert main(["collect", "--envs", "[tabletop/reach-corner,tabletop/touch-color]", "--episodes", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tabletop/touch-color (1 of 2 tasks) have no scripted expert" in err, err
+    assert not out.exists()
+
+
+def test_collect_envs_refuses_an_existing_dataset_of_other_env_facts_before_any_episode(tmp_path, capsys):
+    demos = tmp_path / "demos"
+    assert main(["collect", "--envs", "[tabletop/touch-color]", "--episodes", "1", "--out", str(demos)]) == 0
+    index = (demos / "tabletop.touch-color" / "dataset.json").read_text()
+    capsys.readouterr()
+    assert main(["collect", "--envs", "[tabletop/reach-corner,tabletop/touch-color]", "--episodes", "1",
+                 "--env_options.image_size", "32", "--out", str(demos)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot append — field 'image_shape'" in err, err
+    assert not (demos / "tabletop.reach-corner").exists()
+    assert (demos / "tabletop.touch-color" / "dataset.json").read_text() == index
+
+
+def test_which_tasks_have_a_scripted_expert():
+    from envs import has_scripted_expert, list_specs
+
+    assert all(has_scripted_expert(s.id) for s in list_specs() if s.family in ("tabletop", "metaworld"))
+    if HAS_LIBERO:
+        assert has_scripted_expert(get_suite("libero/object").env_ids[0])
+        assert not any(has_scripted_expert(e) for e in get_suite("libero/goal").env_ids)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from envs.collect import rollout_expert
 from envs.demos import DemoWriter, env_facts
 from envs.experts import ScriptedExpert
+from envs.options import EnvOptions
 from envs.registry import make_env
 from vla_rl import __version__
 from vla_rl.base.outputs import DEMOS, prepare_output
@@ -41,6 +42,7 @@ def run_suite(cfg: CollectConfig) -> int:
     check_datasets_dir(root)
     outs = {e: root / e.replace("/", ".") for e in env_ids}  # new, or a demo dataset appended to as with --env
     check_instructions_fit(env_ids, {e: cfg.env_options for e in env_ids})
+    check_tasks_collectable(outs, cfg.env_options)
     created = not root.exists()
     summaries = []
     try:
@@ -77,6 +79,28 @@ def check_datasets_dir(root: Path) -> None:
         what = "is not a demo dataset" if len(foreign) == 1 else "are not demo datasets"
         raise OutputError(f"{root}: holds {foreign[:3]}, which {what}; --suite / --envs writes one dataset per task into a new or empty directory (or "
                           "one that holds only demo datasets) — give another --out")
+
+
+def check_tasks_collectable(outs: dict[str, Path], options: EnvOptions) -> None:
+    """Before the first episode of --suite / --envs, what would otherwise stop the run at a task's turn, after the
+    earlier tasks wrote theirs: a task without a scripted expert, or a task's existing dataset (OUT/<task>) recorded
+    by an env whose facts differ from this run's (DemoWriter's check; builds that task's env)."""
+    from envs import DemoDataset, check_appendable, has_scripted_expert
+    from vla_rl.base.errors import ConfigError
+    from vla_rl.base.outputs import existing_output
+
+    missing = [e for e in outs if not has_scripted_expert(e)]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ConfigError(f"--suite / --envs: {', '.join(missing[:3])}{more} ({len(missing)} of {len(outs)} tasks) "
+                          "have no scripted expert (envs/experts.py) — collect the other tasks with --envs")
+    for env_id, out in outs.items():
+        if existing_output(out, DEMOS):
+            env = make_env(env_id, options)
+            try:
+                check_appendable(DemoDataset(out), env_facts(env))
+            finally:
+                env.close()
 
 
 def collect_dataset(cfg: CollectConfig) -> dict:
