@@ -62,6 +62,14 @@ def check_tasks(suite: str, envs: list[str]) -> None:
             raise ConfigError(f"envs[{i}]: {e.args[0]}") from None
 
 
+def check_env_or_tasks(env: str, suite: str, envs: list[str], one: str = "task", several: str = "several") -> None:
+    """--env (`env`, '' when not given) names one task, --suite / --envs several: not both. `one` / `several` say
+    what each gives in the message ("dataset", "one dataset per task" for collect)."""
+    if env and (suite or envs):
+        raise ConfigError(f"env={env!r} with suite={suite!r} / envs={envs}: give --env for one {one}, or --suite / "
+                          f"--envs for {several}")
+
+
 @dataclass
 class CollectConfig:
     """Run a task's scripted expert and write (or append to) a demonstration dataset."""
@@ -93,9 +101,8 @@ class CollectConfig:
             get_spec(self.env)
         except KeyError as e:
             raise ConfigError(f"env: {e.args[0]}") from None
-        if (self.suite or self.envs) and self.env != CollectConfig.env:
-            raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
-                              "dataset, or --suite / --envs for one dataset per task")
+        check_env_or_tasks(self.env if self.env != CollectConfig.env else "", self.suite, self.envs, "dataset",
+                           "one dataset per task")
         check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_range("episodes", self.episodes, 1, 10_000_000)
@@ -387,9 +394,7 @@ class EvalConfig:
                 get_spec(self.env)
             except KeyError as e:
                 raise ConfigError(f"env: {e.args[0]}") from None
-            if self.suite or self.envs:
-                raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
-                                  "task, or --suite / --envs for several")
+            check_env_or_tasks(self.env, self.suite, self.envs)
         check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_range("episodes", self.episodes, 1, 10**7)

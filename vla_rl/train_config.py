@@ -255,11 +255,9 @@ class TrainConfig:
                 get_spec(self.env)
             except KeyError as e:
                 raise ConfigError(f"env: {e.args[0]}") from None
-            if self.suite or self.envs:
-                raise ConfigError(f"env={self.env!r} with suite={self.suite!r} / envs={self.envs}: give --env for one "
-                                  "task, or --suite / --envs for several")
-        from vla_rl.config import check_tasks
+        from vla_rl.config import check_env_or_tasks, check_tasks
 
+        check_env_or_tasks(self.env, self.suite, self.envs)
         check_tasks(self.suite, self.envs)
         self.env_options.validate()
         check_choice("reward", self.reward, ("env", "model", "preference"))
