@@ -46,6 +46,10 @@ def test_per_task_stats_count_each_tasks_first_episodes_and_skip_cut_ones():
     assert only_cut == {f"episodes/{C}": 0.0}
     mw = per_task_stats([("metaworld/reach", True), ("metaworld/push", False), ("metaworld/pick-place", True)])
     assert mw["group_success_rate/easy"] == 1.0 and mw["group_success_rate/hard"] == 0.5
+    # a group is logged only when every one of its tasks has a rate: the value always averages the same tasks
+    cut = per_task_stats([("metaworld/reach", True), ("metaworld/push", None), ("metaworld/pick-place", True)])
+    assert cut["group_success_rate/easy"] == 1.0 and "group_success_rate/hard" not in cut
+    assert cut["success_rate/metaworld/pick-place"] == 1.0
 
 
 def test_a_runners_vector_env_holds_the_tasks_in_slot_order_seeded_as_one_task(tiny_policy):

@@ -127,7 +127,7 @@ def per_task_stats(started: list[tuple[str, bool | None]]) -> dict[str, float]:
     """Rollout metrics per task from each env's first episode of the iteration, as (task, success) with success None
     for an episode cut by the rollout boundary: `episodes/<task>` (finished first episodes), `success_rate/<task>`
     (where one finished), and with Meta-World difficulty groups `group_success_rate/<group>` (the mean of its tasks'
-    rates)."""
+    rates; only when every task of the group has one, so that a group's value always averages the same tasks)."""
     from envs import task_groups
 
     finished: dict[str, list[bool]] = {}
@@ -138,8 +138,9 @@ def per_task_stats(started: list[tuple[str, bool | None]]) -> dict[str, float]:
     out = {f"episodes/{t}": float(len(s)) for t, s in finished.items()}
     rates = {t: sum(s) / len(s) for t, s in finished.items() if s}
     out.update({f"success_rate/{t}": r for t, r in rates.items()})
-    for group, ids in task_groups(list(rates)).items():
-        out[f"group_success_rate/{group}"] = sum(rates[t] for t in ids) / len(ids)
+    for group, ids in task_groups(list(finished)).items():
+        if all(t in rates for t in ids):
+            out[f"group_success_rate/{group}"] = sum(rates[t] for t in ids) / len(ids)
     return out
 
 
