@@ -6,9 +6,12 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_policy.py"
 
 
+@pytest.mark.slow  # three fresh processes, each importing torch and building a model
 def test_memory_arms_in_fresh_processes_and_a_copy_costs_its_weights():
     spec = importlib.util.spec_from_file_location("bench_policy", BENCH)
     bench = importlib.util.module_from_spec(spec)
@@ -18,6 +21,8 @@ def test_memory_arms_in_fresh_processes_and_a_copy_costs_its_weights():
     out = bench.bench_memory(args)
     (row,) = out["rows"]
     runs = [r for arm in bench.MEMORY_ARMS for r in row["runs"][arm]]
+    if not any(r["peak_reset"] for r in runs):
+        pytest.skip("this kernel refuses /proc/self/clear_refs: the peak mark cannot be reset")
     assert len(runs) == 3 and all(r["peak_reset"] for r in runs)  # the mark was reset after setup in every process
     assert all(r["peak_rss_mb"] >= r["rss_at_reset_mb"] > 100 for r in runs)  # torch alone is > 100 MB
     peak = row["peak_rss_mb"]

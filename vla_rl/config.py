@@ -326,6 +326,9 @@ class PretrainConfig:
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("augment_shift", self.augment_shift, 0, 64)
         check_range("ema_decay", self.ema_decay, 0.0, 0.99999)
+        if self.ema_decay > 0 and self.policy.dtype != "float32":  # a 1e-3 step is below bf16's resolution
+            raise ConfigError(f"ema_decay={self.ema_decay} with policy.dtype={self.policy.dtype!r}: the weight average "
+                              "would not move in low precision — set --policy.dtype float32 or --ema_decay 0")
         check_range("eval_every", self.eval_every, -1, 10**9)
         check_range("stop_after", self.stop_after, 0, 10**9)
         self._validate_validation()

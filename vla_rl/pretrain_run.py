@@ -103,17 +103,19 @@ class PretrainRun:
             bar.update(1)
             if self.step % self.cfg.log_every == 0 or self.step == self.end:
                 self.log(bar, obs, tokens, lr, dt)
-            with self.deployed() as raw:  # evaluations and the saved policy use the averaged weights (--ema_decay)
-                validated = False
-                if self.evaluate_now():
-                    self.evaluate(bar)
-                    validated = self.cfg.val_episodes > 0
+            evaluate = self.evaluate_now()
+            validated = evaluate and self.cfg.val_episodes > 0
+            save = validated or self.step % self.cfg.save_every == 0 or self.step == self.end
+            if evaluate or save:
+                with self.deployed() as raw:  # evaluations and the saved policy use the averaged weights (--ema_decay)
+                    if evaluate:
+                        self.evaluate(bar)
                     if validated:
                         self.validate(bar)
-                if validated or self.step % self.cfg.save_every == 0 or self.step == self.end:
-                    save_checkpoint(self.root, self.step, self.policy, self.opt, self.names,
-                                    {"loss": self.loss.item(), "best": self.best, "since_best": self.since_best},
-                                    self.rng, raw_weights=raw)
+                    if save:
+                        save_checkpoint(self.root, self.step, self.policy, self.opt, self.names,
+                                        {"loss": self.loss.item(), "best": self.best,
+                                         "since_best": self.since_best}, self.rng, raw_weights=raw)
             if validated and self.best["step"] == self.step:
                 point_best(self.root, self.step)
             if validated and self.cfg.val_patience and self.since_best >= self.cfg.val_patience:

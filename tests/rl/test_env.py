@@ -242,6 +242,11 @@ def test_episode_stats_counts_each_envs_first_episode_not_the_quick_second_ones(
     assert s["first_episodes_cut"] == 0.0 and s["length"] == (10 + 10 + 3 + 3) / 4 and s["env_steps"] == 37.0
     cut = episode_stats([_episode(True, None, 6, done=False), _episode(True, 2, 2)])
     assert (cut["episodes"], cut["success_rate"], cut["first_episodes_cut"]) == (1.0, 1.0, 1.0)
+    # Every env's info names its task; a single-task run still logs no per-task keys (they are --suite/--envs').
+    for e in batch:
+        e.get_infos(0)["task"] = "metaworld/drawer-open"
+    assert set(episode_stats(batch)) == set(s)
+    assert "success_rate/metaworld/drawer-open" in episode_stats(batch, per_task=True)
 
 
 def test_make_rl_env_reads_typed_settings_and_refuses_missing_or_unknown_keys():

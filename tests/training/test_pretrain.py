@@ -248,8 +248,30 @@ def test_ema_run_saves_the_average_and_resumes_exactly(touch_demos, tmp_path, ca
     # Without the raw weights the run cannot continue: named, nothing changed.
     assert main(_args(touch_demos, tmp_path / "c", *ema, "--stop_after", "3")) == 0
     (tmp_path / "c/checkpoints/000003/training_state/raw_weights.safetensors").unlink()
+    before = sorted(str(p) for p in (tmp_path / "c").rglob("*")), (tmp_path / "c/metrics.jsonl").read_text()
     capsys.readouterr()
     assert main(_args(touch_demos, tmp_path / "c", *ema, "--resume", "true")) == 2
     assert "raw_weights.safetensors: missing" in capsys.readouterr().err
+    assert (sorted(str(p) for p in (tmp_path / "c").rglob("*")), (tmp_path / "c/metrics.jsonl").read_text()) == before
     assert main(_args(touch_demos, tmp_path / "x", "--ema_decay", "1.5")) == 2
     assert "ema_decay=1.5 is out of range" in capsys.readouterr().err
+    assert main(_args(touch_demos, tmp_path / "x", *ema, "--policy.dtype", "bfloat16")) == 2
+    assert "would not move in low precision" in capsys.readouterr().err
+
+
+def test_ema_after_one_step_is_the_ramped_mix_of_the_initial_and_the_trained_weights(touch_demos, tmp_path):
+    from vla_rl.config import PretrainConfig, load_config
+    from vla_rl.pretrain_run import build_initial_policy
+
+    run = tmp_path / "one"
+    assert main(_args(touch_demos, run, "--ema_decay", "0.9", "--steps", "1", "--warmup_steps", "0")) == 0
+    cfg = load_config(PretrainConfig, run / "pretrain_config.yaml")
+    torch.manual_seed(cfg.seed)  # the run's own initialisation, rebuilt
+    init = dict(build_initial_policy(cfg, BCData.load(cfg.demos, cfg.policy.chunk_size, 0)).named_parameters())
+    raw = load_file(str(run / "checkpoints/000001/training_state/raw_weights.safetensors"))
+    saved = dict(VLAPolicy.from_pretrained(run / "checkpoints/000001/pretrained_model").named_parameters())
+    moved = 0
+    for name, r in raw.items():  # decay at the first update: min(0.9, 1 / 10) = 0.1
+        torch.testing.assert_close(saved[name].detach(), init[name].detach().lerp(r, 0.9), rtol=0, atol=1e-6)
+        moved += not torch.equal(r, init[name].detach())
+    assert moved > 0  # the step changed the weights, so the mix is not trivially the init

@@ -36,6 +36,7 @@ from ray.rllib.utils.metrics import (
 from vla_rl.rl import rllib_internals
 from vla_rl.rl.env import (
     FIRST_EPISODE,
+    RLEnvSettings,
     make_rl_env,
     mark_first_episodes,
     queue_group_seeds,
@@ -54,7 +55,7 @@ ROLLOUT = "rollout"
 PERF = "perf"
 
 
-def episode_stats(episodes) -> dict[str, float]:
+def episode_stats(episodes, per_task: bool = False) -> dict[str, float]:
     """Success rate, returns and lengths of each env's first episode of the iteration (reset info
     `first_episode`), plus `success_rate_all` / `episodes_all` over every finished episode in the batch.
 
@@ -64,7 +65,8 @@ def episode_stats(episodes) -> dict[str, float]:
     envs x 40 decisions). A first episode cut by the rollout boundary is not counted (`first_episodes_cut`:
     its outcome is unknown; make the window cover the time limit so that none is).
 
-    With several tasks (envs whose infos carry `task`), also `success_rate/<env id>`, `episodes/<env id>` and
+    With several tasks (`per_task`: the run's `RLEnvSettings.tasks`; every env's info carries its `task`, so the
+    info alone cannot tell), also `success_rate/<env id>`, `episodes/<env id>` and
     `group_success_rate/<group>` by the same first-episode rule (`multitask.per_task_stats`)."""
     done = [e for e in episodes if e.is_done]
     started = [e for e in episodes if e.t_started == 0 and e.get_infos(0).get(FIRST_EPISODE, False)]
@@ -80,7 +82,7 @@ def episode_stats(episodes) -> dict[str, float]:
         out["return"] = float(np.mean([e.get_return() for e in first]))
         out["env_return"] = float(np.mean([i.get("episode_env_return", np.nan) for i in infos]))
         out["length"] = float(np.mean([i.get("episode_env_steps", len(e)) for i, e in zip(infos, first, strict=True)]))
-    if started and TASK in started[0].get_infos(0):  # several tasks: the same per task (vla_rl.rl.multitask)
+    if per_task and started:  # several tasks: the same per task (vla_rl.rl.multitask)
         out.update(per_task_stats([(e.get_infos(0)[TASK], _succeeded(e) if e.is_done else None) for e in started]))
     return out
 
@@ -197,7 +199,7 @@ class VLAPPO(PPO):
         self.metrics.aggregate([m for _, _, m in results], key=ENV_RUNNER_RESULTS)
         t1 = time.perf_counter()
         t_sample = t1 - t0
-        stats = episode_stats(episodes)
+        stats = episode_stats(episodes, per_task=bool(RLEnvSettings.of(self.config.env_config).tasks))
         pref: dict[str, float] = {}
         model, frames = self.reward_model, None
         if self.preference is not None:
