@@ -69,6 +69,20 @@ def test_pretrain_lowers_the_loss_and_writes_checkpoints(touch_demos, tmp_path, 
     assert (tmp_path / "run/pretrain_config.yaml").is_file()
 
 
+def _assert_same_checkpoint(a, b, *state_files) -> dict:
+    """Checkpoints `a` and `b` hold equal policies and equal training-state tensor files; returns a's weights."""
+    pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
+    pb = VLAPolicy.from_pretrained(b / "pretrained_model").state_dict()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+    for name in state_files:
+        ta, tb = (load_file(str(d / "training_state" / name)) for d in (a, b))
+        assert set(ta) == set(tb)
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (name, k)
+    return pa
+
+
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(touch_demos, tmp_path):
     assert main(_args(touch_demos, tmp_path / "a")) == 0
     assert main(_args(touch_demos, tmp_path / "b", "--stop_after", "3")) == 0
@@ -76,15 +90,8 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(touch_demos, tmp_pa
     saved = (tmp_path / "b/pretrain_config.yaml").read_text()  # the run's options, not this invocation's
     assert "stop_after: 0" in saved and "resume: false" in saved
     assert main(_args(touch_demos, tmp_path / "b", "--resume", "true")) == 0
-    a, b = tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006"
-    pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
-    pb = VLAPolicy.from_pretrained(b / "pretrained_model").state_dict()
-    for k in pa:
-        assert torch.equal(pa[k], pb[k]), k
-    oa, ob = (load_file(str(d / "training_state/optimizer.safetensors")) for d in (a, b))
-    assert set(oa) == set(ob)
-    for k in oa:
-        assert torch.equal(oa[k], ob[k]), k
+    pa = _assert_same_checkpoint(tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006",
+                                 "optimizer.safetensors")
     # The run really changed the weights (the comparison above is not between two untrained models).
     first = VLAPolicy.from_pretrained(tmp_path / "b/checkpoints/000003/pretrained_model").state_dict()
     assert any(not torch.equal(first[k], pa[k]) for k in pa)
@@ -235,13 +242,9 @@ def test_ema_run_saves_the_average_and_resumes_exactly(touch_demos, tmp_path, ca
     assert main(_args(touch_demos, tmp_path / "a", *ema)) == 0
     assert main(_args(touch_demos, tmp_path / "b", *ema, "--stop_after", "3")) == 0
     assert main(_args(touch_demos, tmp_path / "b", *ema, "--resume", "true")) == 0
-    a, b = tmp_path / "a/checkpoints/000006", tmp_path / "b/checkpoints/000006"
-    pa = VLAPolicy.from_pretrained(a / "pretrained_model").state_dict()
-    pb = VLAPolicy.from_pretrained(b / "pretrained_model").state_dict()
-    for k in pa:
-        assert torch.equal(pa[k], pb[k]), k
-    ra, rb = (load_file(str(d / "training_state/raw_weights.safetensors")) for d in (a, b))
-    assert set(ra) == set(rb) and all(torch.equal(ra[k], rb[k]) for k in ra)
+    a = tmp_path / "a/checkpoints/000006"
+    pa = _assert_same_checkpoint(a, tmp_path / "b/checkpoints/000006", "optimizer.safetensors", "raw_weights.safetensors")
+    ra = load_file(str(a / "training_state/raw_weights.safetensors"))
     # The saved policy is the average, not the raw weights training continues from.
     key = next(k for k in ra if k in pa and ra[k].ndim >= 2)
     assert not torch.equal(pa[key], ra[key])
