@@ -280,6 +280,7 @@ class PretrainConfig:
     # average, training continues on the raw weights. The decay ramps as min(d, (1 + t) / (10 + t)) (TensorFlow's
     # ExponentialMovingAverage with num_updates) so early steps do not anchor it to the initialisation. Diffusion
     # Policy and LeRobot average BC weights (up to 0.9999 over ~100 k steps); ~0.999 suits the 1-3 k steps here.
+    # float32 weights only. On drawer-open it changed nothing measurable (docs/learning.md, section 18).
     ema_decay: float = 0.0
     # Evaluate in the demos' env every N steps and at the end (0 = only at the end; -1 = never).
     eval_every: int = 0
