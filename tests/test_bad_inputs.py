@@ -104,6 +104,9 @@ CASES = [
      "policy.unnorm_key='bridge_orig' picks an OpenVLA checkpoint's action statistics"),
     (["pretrain"], "--demos [{r}/demos] --val_episodes 30 --eval_every 100 --val_seed 10010 --out {w}/p",
      "validation seeds 10010-10039 overlap the evaluation seeds 10000-10019"),
+    (["pretrain"], "--demos [{r}/demos] --ema_decay 1.5 --out {w}/p", "ema_decay=1.5 is out of range"),
+    (["pretrain"], "--demos [{r}/demos] --ema_decay 0.999 --policy.dtype bfloat16 --out {w}/p",
+     "would not move in low precision"),
     # eval
     (["eval"], "--policy {r}/" + P + " --device cuda --out {w}/e", "device='cuda'"),
     (["eval"], "--policy {r}/nope --out {w}/e", "nope/policy.json: not found"),

@@ -67,6 +67,18 @@ def evaluate_suite(policy, env_ids: list[str], episodes: int, seed: int = 0,
     return summarize_suite(tasks)
 
 
+def evaluate_tasks(policy, tasks: list[str], episodes: int, **kwargs) -> dict:
+    """`evaluate_suite`'s summary without per-episode records, plus mean_return / mean_length over all episodes (every
+    task runs `episodes`, so the mean over tasks)."""
+    result = evaluate_suite(policy, tasks, episodes, **kwargs)
+    summaries = list(result["tasks"].values())
+    for task in summaries:
+        task.pop("per_episode")
+    result["mean_return"] = sum(t["mean_return"] for t in summaries) / len(summaries)
+    result["mean_length"] = sum(t["mean_length"] for t in summaries) / len(summaries)
+    return result
+
+
 def summarize_suite(tasks: dict[str, dict]) -> dict[str, Any]:
     """Per-task summaries (`evaluation.summarize` dicts, in table order) -> the suite's summary: tasks (each with its
     group), groups, mean of groups, pooled episodes with a Wilson interval, and the flat `metrics`."""

@@ -157,17 +157,3 @@ def resolve_train_tasks(cfg, policy) -> tuple[list[str], EnvOptions]:
     check_suite_fits(policy, tasks, per_env_options(tasks, options))
     check_tasks_batch_together(tasks, options, cfg.critic == "privileged")
     return tasks, options
-
-
-def evaluate_tasks(policy, tasks: list[str], episodes: int, **kwargs) -> dict:
-    """`evaluate_suite`'s summary without per-episode records, plus mean_return / mean_length over all episodes (every
-    task runs `episodes`, so the mean over tasks)."""
-    from vla_rl.suite_evaluation import evaluate_suite
-
-    result = evaluate_suite(policy, tasks, episodes, **kwargs)
-    summaries = list(result["tasks"].values())
-    for task in summaries:
-        task.pop("per_episode")
-    result["mean_return"] = sum(t["mean_return"] for t in summaries) / len(summaries)
-    result["mean_length"] = sum(t["mean_length"] for t in summaries) / len(summaries)
-    return result

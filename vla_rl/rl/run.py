@@ -291,7 +291,7 @@ class TrainRun:
     def _episodes(self, policy, episodes: int, seed: int, **kwargs) -> dict:
         """`evaluate_policy`'s summary on the run's env (`evaluate_tasks`' on several), without per-episode records."""
         from vla_rl.evaluation import evaluate_policy
-        from vla_rl.rl.multitask import evaluate_tasks
+        from vla_rl.suite_evaluation import evaluate_tasks
 
         if self.tasks:
             return evaluate_tasks(policy, self.tasks, episodes, seed=seed, options=self.options, **kwargs)
