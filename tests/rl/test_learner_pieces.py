@@ -7,8 +7,10 @@ from ray.rllib.core.columns import Columns
 from vla_rl.rl.connectors import (
     VF_PREDS,
     Advantages,
+    DropBootstrapRows,
     EpisodeOutcomes,
     ShuffledAdvantages,
+    ShuffleRows,
 )
 
 
@@ -128,3 +130,36 @@ def test_the_shuffle_control_permutes_loss_rows_only():
     out = ShuffledAdvantages(seed=0)(rl_module=None, batch=batch, episodes=[])["default_policy"][Postprocessing.ADVANTAGES]
     assert out[3] == 3 and out[7] == 7  # bootstrap rows untouched
     assert sorted(out[mask].tolist()) == sorted(adv[mask].tolist()) and not torch.equal(out, adv)
+
+
+def _rows_batch():
+    n = 7
+    return {"default_policy": {Columns.OBS: {"image": torch.arange(n * 4).reshape(n, 2, 2), "state": torch.arange(n) * 10.0},
+                               Columns.ACTIONS: torch.arange(n)[:, None].repeat(1, 3) + 100,
+                               Columns.LOSS_MASK: torch.tensor([1, 1, 0, 1, 1, 1, 0], dtype=torch.bool)}}
+
+
+def test_shuffle_rows_reorders_every_column_alike_and_depends_only_on_seed_and_update():
+    """The last piece: RLlib's iterator walks the first epoch in episode order, so the rows arrive permuted — every
+    column (nested observations too) by the same permutation, one permutation per (seed, update index)."""
+    def shuffled(seed, index):
+        piece = ShuffleRows(seed=seed)
+        piece.update_index = index
+        return piece(rl_module=None, batch=_rows_batch(), episodes=[])["default_policy"]
+
+    out = shuffled(0, 0)
+    order = out[Columns.ACTIONS][:, 0] - 100  # each row's original position
+    assert sorted(order.tolist()) == list(range(7)) and order.tolist() != list(range(7))
+    original = _rows_batch()["default_policy"]
+    assert torch.equal(out[Columns.OBS]["image"], original[Columns.OBS]["image"][order])
+    assert torch.equal(out[Columns.OBS]["state"], original[Columns.OBS]["state"][order])
+    assert torch.equal(out[Columns.LOSS_MASK], original[Columns.LOSS_MASK][order])
+    assert torch.equal(shuffled(0, 0)[Columns.ACTIONS], out[Columns.ACTIONS])  # a resumed run draws the same one
+    assert not torch.equal(shuffled(0, 1)[Columns.ACTIONS], out[Columns.ACTIONS])  # a new one per update
+    assert not torch.equal(shuffled(1, 0)[Columns.ACTIONS], out[Columns.ACTIONS])
+
+
+def test_drop_bootstrap_rows_keeps_the_loss_rows_of_every_column_in_order():
+    out = DropBootstrapRows()(rl_module=None, batch=_rows_batch(), episodes=[])["default_policy"]
+    assert (out[Columns.ACTIONS][:, 0] - 100).tolist() == [0, 1, 3, 4, 5]
+    assert out[Columns.OBS]["state"].tolist() == [0.0, 10.0, 30.0, 40.0, 50.0] and bool(out[Columns.LOSS_MASK].all())

@@ -192,7 +192,7 @@ def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss
     from ray.rllib.evaluation.postprocessing import Postprocessing
 
     from envs import EnvOptions
-    from vla_rl.rl.connectors import VF_PREDS
+    from vla_rl.rl.connectors import VF_PREDS, take_rows
     from vla_rl.rl.env import build_rl_env
 
     learner = driver_learner(algo.learner_group)
@@ -201,8 +201,12 @@ def test_the_learner_pipeline_computes_gae_per_episode_and_whitens_over_the_loss
     env = build_rl_env(ENV, EnvOptions(image_size=64), tok, 1, "shaped", seed=0)
     episodes = [_real_episode(env, 3, 1, done=True), _real_episode(env, 2, 2, done=False)]
     env.close()
-    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={},
-                                       metrics=None)["default_policy"]
+    shuffled = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={},
+                                          metrics=None)["default_policy"]
+    # The last piece permutes the rows (the first epoch's minibatches then sample the batch); undo it to compare.
+    order = learner._row_shuffle.permutation(5)
+    assert order.tolist() != list(range(5))
+    batch = take_rows(shuffled, torch.argsort(order))
     # The bootstrap rows (one after each chunk) are gone once advantages exist; their values are not needed any more.
     assert batch[Columns.LOSS_MASK].tolist() == [True] * 5 and len(batch[Columns.ACTIONS]) == 5
     assert all(len(v) == 5 for v in batch[Columns.OBS].values())

@@ -2,7 +2,7 @@
 
     EpisodeOutcomes (first; with group_size > 1) -> [RLlib: bootstrap rows, observations, batching]
     -> ReferenceBinLogp -> Advantages (replaces RLlib's GAE) -> ShuffledAdvantages (the no-credit control)
-    -> DropBootstrapRows (last)
+    -> DropBootstrapRows -> ShuffleRows (last)
 
 A reward model's rewards are on the episodes before the pipeline runs (scored once in the driver:
 `vla_rl.rl.algorithm.VLAPPO._relabel`).
@@ -174,26 +174,67 @@ class Advantages(ConnectorV2):
         return per_episode[owner]
 
 
+def batch_rows(mb: dict) -> int:
+    """The number of rows of a module batch (its loss mask's length, else its first tensor's)."""
+    if Columns.LOSS_MASK in mb:
+        return len(mb[Columns.LOSS_MASK])
+    value = next(iter(mb.values()))
+    while isinstance(value, dict):
+        value = next(iter(value.values()))
+    return len(value)
+
+
+def take_rows(mb: dict, index: torch.Tensor) -> dict:
+    """Every column of a module batch at the rows `index` (a bool mask or positions), nested dicts (observations)
+    included; a column that is not a per-row tensor is refused — dropping or reordering it would misalign it."""
+    n = batch_rows(mb)
+
+    def take(value):
+        if isinstance(value, dict):
+            return {k: take(v) for k, v in value.items()}
+        if torch.is_tensor(value) and value.ndim and len(value) == n:
+            return value[index.to(value.device)]
+        raise RuntimeError(f"learner batch column of type {type(value).__name__} / shape "
+                           f"{getattr(value, 'shape', None)}: cannot select its rows")
+
+    return {k: take(v) for k, v in mb.items()}
+
+
 class DropBootstrapRows(ConnectorV2):
-    """Last piece: remove the masked bootstrap rows once advantages and value targets exist. They carry no loss, yet
-    each minibatch would run them forward and backward — on a 2-decision task a third of the learner's compute."""
+    """Remove the masked bootstrap rows once advantages and value targets exist. They carry no loss, yet each
+    minibatch would run them forward and backward — on a 2-decision task a third of the learner's compute."""
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
         for mid, mb in batch.items():
             keep = torch.as_tensor(mb[Columns.LOSS_MASK]).bool()
-            n = len(keep)
-            if bool(keep.all()):
-                continue
+            if not bool(keep.all()):
+                batch[mid] = take_rows(mb, keep)
+        return batch
 
-            def take(value):
-                if isinstance(value, dict):
-                    return {k: take(v) for k, v in value.items()}
-                if torch.is_tensor(value) and value.ndim and len(value) == n:
-                    return value[keep.to(value.device)]
-                raise RuntimeError(f"learner batch column of type {type(value).__name__} / shape "
-                                   f"{getattr(value, 'shape', None)}: cannot drop its bootstrap rows")
 
-            batch[mid] = {k: take(v) for k, v in mb.items()}
+class ShuffleRows(ConnectorV2):
+    """Last piece: put the batch's rows in a random order before RLlib cuts it into minibatches.
+
+    RLlib 2.60's `MiniBatchCyclicIterator` shuffles only when it wraps around the batch, so the first epoch walks the
+    rows in the order the connectors left them — episode after episode. On a 40-decision task each 128-row minibatch
+    of that epoch then holds ~3 episodes: its gradient (and `value/explained_variance`, measured per minibatch) is that
+    of 3 episodes, not a sample of the batch. CleanRL and SB3 draw a fresh permutation for every epoch, the first
+    included; this piece gives the first epoch one (later epochs keep RLlib's reshuffle). The permutation depends only
+    on (seed, update index), so a resumed run draws the same one."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed, self.update_index = int(seed), 0  # the learner sets update_index before each update
+
+    def permutation(self, n: int) -> torch.Tensor:
+        """The order this update gives n rows: row i of the output is row permutation[i] of the input."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.update_index))
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        for mid, mb in batch.items():
+            n = batch_rows(mb) if mb else 0
+            if n > 1:
+                batch[mid] = take_rows(mb, self.permutation(n))
         return batch
 
 

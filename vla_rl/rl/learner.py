@@ -49,6 +49,7 @@ from vla_rl.rl.connectors import (
     EpisodeOutcomes,
     ReferenceBinLogp,
     ShuffledAdvantages,
+    ShuffleRows,
     unwrap,
 )
 from vla_rl.rl.learner_settings import LearnerSettings
@@ -84,8 +85,10 @@ class VLAPPOLearner(PPOTorchLearner):
         if cfg.shuffle_advantages:
             self._learner_connector.append(ShuffledAdvantages(seed=cfg.seed))
         self._learner_connector.append(DropBootstrapRows())
+        self._row_shuffle = ShuffleRows(seed=cfg.seed)  # the first epoch's minibatches sample the batch too
+        self._learner_connector.append(self._row_shuffle)
         names = [type(p).__name__ for p in self._learner_connector.connectors]
-        if names.index("Advantages") != len(names) - 2 - int(cfg.shuffle_advantages):
+        if names.index("Advantages") != len(names) - 3 - int(cfg.shuffle_advantages):
             raise RuntimeError(f"learner pipeline out of order: {names}")
 
     # --- optimizers: LoRA and the value head, each with its own lr ---------------------------------
@@ -232,6 +235,7 @@ class VLAPPOLearner(PPOTorchLearner):
         self._kl_stopped = False
         self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
         self._epochs = max(1, int(kwargs.get("num_epochs", 1) or 1))
+        self._row_shuffle.update_index = self.updates_done
         return super().update(*args, **kwargs)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
