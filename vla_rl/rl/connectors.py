@@ -175,7 +175,8 @@ class Advantages(ConnectorV2):
 
 
 def batch_rows(mb: dict) -> int:
-    """The number of rows of a module batch (its loss mask's length, else its first tensor's)."""
+    """The number of rows of a module batch (its loss mask's length, else its first tensor's): the observations are a
+    nested dict, so the first column's `len` may count keys, not rows."""
     if Columns.LOSS_MASK in mb:
         return len(mb[Columns.LOSS_MASK])
     value = next(iter(mb.values()))
@@ -219,8 +220,9 @@ class ShuffleRows(ConnectorV2):
     rows in the order the connectors left them — episode after episode. On a 40-decision task each 128-row minibatch
     of that epoch then holds ~3 episodes: its gradient (and `value/explained_variance`, measured per minibatch) is that
     of 3 episodes, not a sample of the batch. CleanRL and SB3 draw a fresh permutation for every epoch, the first
-    included; this piece gives the first epoch one (later epochs keep RLlib's reshuffle). The permutation depends only
-    on (seed, update index), so a resumed run draws the same one."""
+    included; this piece gives the first epoch one (later epochs keep RLlib's reshuffle, from the global numpy RNG,
+    which a checkpoint restores for the driver learner only). The permutation depends only on (seed, update index),
+    so a resumed run draws the same one."""
 
     def __init__(self, *args, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
