@@ -88,16 +88,18 @@ class _Slot:
 
 def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: EnvOptions | None = None,
                  greedy: bool = True, temperature: float = 1.0, num_envs: int = 8, record: int = 0,
-                 progress=None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
+                 progress=None, sample_seed: int | None = None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
     """Run `episodes` episodes; returns per-episode records and annotated frames of the first `record`.
 
     Episode i starts from seed + i in whichever of `num_envs` envs is free; each decision acts on a batch of the
     running envs. `progress` (a tqdm bar) counts env steps out of episodes × max_episode_steps: an episode that
-    ends early adds its unused steps, so the bar moves with every decision and ends at 100 %.
+    ends early adds its unused steps, so the bar moves with every decision and ends at 100 %. The sampler's generator
+    starts from `sample_seed` (default: `seed`): repeated sampled runs over the same env seeds give each a new draw.
     """
     options = options or EnvOptions()
     check_env_fits(policy, env_id, options)
-    runner = _EpisodeRunner(policy, episodes, seed, greedy, temperature, record, progress)
+    runner = _EpisodeRunner(policy, episodes, seed, greedy, temperature, record, progress,
+                            seed if sample_seed is None else sample_seed)
     slots = [_Slot(make_env(env_id, options)) for _ in range(max(1, min(num_envs, episodes)))]
     try:
         for s in slots:
@@ -113,10 +115,11 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int = 0, options: Env
 class _EpisodeRunner:
     """The state of one `run_episodes` call: which episode starts next, the records and videos so far."""
 
-    def __init__(self, policy, episodes: int, seed: int, greedy: bool, temperature: float, record: int, progress):
+    def __init__(self, policy, episodes: int, seed: int, greedy: bool, temperature: float, record: int, progress,
+                 sample_seed: int):
         self.policy, self.episodes, self.seed, self.record, self.progress = policy, episodes, seed, record, progress
         self.greedy, self.temperature = greedy, temperature
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(sample_seed)
         self.records: list[dict] = [{} for _ in range(episodes)]
         self.videos: dict[int, list[np.ndarray]] = {}
         self.next_episode = 0

@@ -78,3 +78,20 @@ def test_eval_renders_only_the_frames_a_decision_sees_and_gets_the_same_episodes
     every = evaluate_policy(policy, "tabletop/touch-color", 4, seed=3, num_envs=2)["per_episode"]
     assert skipped == every
     assert n_skipped < 0.6 * len(renders)  # about one render per decision instead of one per env step
+
+
+def test_sample_seed_gives_repeated_sampled_runs_over_the_same_env_seeds_new_draws(trained):
+    """The failure-structure probe (experiments/probe_failure_structure.py) runs R sampled episodes per env seed:
+    `sample_seed` defaults to the env seed (what `vla-rl eval` does) and another value gives another draw."""
+    from vla_rl.evaluation import run_episodes
+    from vla_rl.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(trained)
+
+    def returns(**kw):
+        records, _ = run_episodes(policy, "tabletop/touch-color", 3, seed=3, greedy=False, num_envs=3, **kw)
+        assert [r["seed"] for r in records] == [3, 4, 5]
+        return [r["return"] for r in records]
+
+    assert returns() == returns(sample_seed=3)
+    assert returns(sample_seed=11) != returns()
