@@ -131,6 +131,15 @@ def test_the_shuffle_control_permutes_loss_rows_only():
     assert out[3] == 3 and out[7] == 7  # bootstrap rows untouched
     assert sorted(out[mask].tolist()) == sorted(adv[mask].tolist()) and not torch.equal(out, adv)
 
+    def control(index):
+        piece = ShuffledAdvantages(seed=0)
+        piece.update_index = index
+        batch = {"default_policy": {Postprocessing.ADVANTAGES: adv.clone(), Columns.LOSS_MASK: mask}}
+        return piece(rl_module=None, batch=batch, episodes=[])["default_policy"][Postprocessing.ADVANTAGES]
+
+    assert torch.equal(control(0), out)  # a fresh piece (a resumed run) draws the same permutation for that update
+    assert not torch.equal(control(1), out)
+
 
 def _rows_batch():
     n = 7

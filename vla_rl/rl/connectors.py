@@ -242,17 +242,19 @@ class ShuffleRows(ConnectorV2):
 
 class ShuffledAdvantages(ConnectorV2):
     """A control, never a training setting: permute the advantages over the batch's loss rows (same values, same
-    scale, no credit left). A run that gains as much with it as without was not learning from its reward."""
+    scale, no credit left). A run that gains as much with it as without was not learning from its reward. The
+    permutation depends only on (seed, update index), like `ShuffleRows`', so a resumed control draws the same ones."""
 
     def __init__(self, *args, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed, self.update_index = int(seed), 0  # the learner sets update_index before each update
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.update_index + 500_009)
         for mb in batch.values():
             adv = mb[Postprocessing.ADVANTAGES]
             rows = torch.nonzero(torch.as_tensor(mb[Columns.LOSS_MASK]).bool().cpu()).squeeze(-1)
             shuffled = adv.clone()
-            shuffled[rows.to(adv.device)] = adv[rows[torch.randperm(len(rows), generator=self.generator)].to(adv.device)]
+            shuffled[rows.to(adv.device)] = adv[rows[torch.randperm(len(rows), generator=generator)].to(adv.device)]
             mb[Postprocessing.ADVANTAGES] = shuffled
         return batch

@@ -82,10 +82,13 @@ class VLAPPOLearner(PPOTorchLearner):
         if cfg.kl_reference:  # off only in the memory benchmark's "without reference" arm
             self._learner_connector.insert_before(Advantages, ReferenceBinLogp(
                 chunk=cfg.ref_chunk, temperature=cfg.temperature, max_rows=0 if cfg.kl_in_loss else cfg.ref_log_rows))
+        self._update_indexed = []  # pieces whose random draws depend on (seed, update index): exact resume
         if cfg.shuffle_advantages:
-            self._learner_connector.append(ShuffledAdvantages(seed=cfg.seed))
+            self._update_indexed.append(ShuffledAdvantages(seed=cfg.seed))
+            self._learner_connector.append(self._update_indexed[-1])
         self._learner_connector.append(DropBootstrapRows())
         self._row_shuffle = ShuffleRows(seed=cfg.seed)  # the first epoch's minibatches sample the batch too
+        self._update_indexed.append(self._row_shuffle)
         self._learner_connector.append(self._row_shuffle)
         names = [type(p).__name__ for p in self._learner_connector.connectors]
         if names.index("Advantages") != len(names) - 3 - int(cfg.shuffle_advantages):
@@ -235,7 +238,8 @@ class VLAPPOLearner(PPOTorchLearner):
         self._kl_stopped = False
         self._kl_sum, self._kl_rows, self._kl_samples = 0.0, 0, 0
         self._epochs = max(1, int(kwargs.get("num_epochs", 1) or 1))
-        self._row_shuffle.update_index = self.updates_done
+        for piece in self._update_indexed:
+            piece.update_index = self.updates_done
         return super().update(*args, **kwargs)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
