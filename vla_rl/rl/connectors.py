@@ -174,21 +174,17 @@ class Advantages(ConnectorV2):
         return per_episode[owner]
 
 
-def batch_rows(mb: dict) -> int:
-    """The number of rows of a module batch (its loss mask's length, else its first tensor's): the observations are a
-    nested dict, so the first column's `len` may count keys, not rows."""
-    if Columns.LOSS_MASK in mb:
-        return len(mb[Columns.LOSS_MASK])
-    value = next(iter(mb.values()))
-    while isinstance(value, dict):
-        value = next(iter(value.values()))
-    return len(value)
+def update_generator(seed: int, update_index: int, stream: int) -> torch.Generator:
+    """A generator that depends only on (seed, update index, stream): a piece that draws from it draws the same numbers
+    in a resumed run (the learner sets each piece's update_index before its update)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(update_index)) * 4 + stream)
 
 
 def take_rows(mb: dict, index: torch.Tensor) -> dict:
     """Every column of a module batch at the rows `index` (a bool mask or positions), nested dicts (observations)
-    included; a column that is not a per-row tensor is refused — dropping or reordering it would misalign it."""
-    n = batch_rows(mb)
+    included; a column that is not a per-row tensor is refused — dropping or reordering it would misalign it. The
+    loss mask (every batch has one: RLlib's bootstrap-row piece adds it) gives the number of rows."""
+    n = len(mb[Columns.LOSS_MASK])
 
     def take(value):
         if isinstance(value, dict):
@@ -230,11 +226,11 @@ class ShuffleRows(ConnectorV2):
 
     def permutation(self, n: int) -> torch.Tensor:
         """The order this update gives n rows: row i of the output is row permutation[i] of the input."""
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.update_index))
+        return torch.randperm(n, generator=update_generator(self.seed, self.update_index, stream=0))
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
         for mid, mb in batch.items():
-            n = batch_rows(mb) if mb else 0
+            n = len(mb[Columns.LOSS_MASK])
             if n > 1:
                 batch[mid] = take_rows(mb, self.permutation(n))
         return batch
@@ -250,7 +246,7 @@ class ShuffledAdvantages(ConnectorV2):
         self.seed, self.update_index = int(seed), 0  # the learner sets update_index before each update
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.update_index + 500_009)
+        generator = update_generator(self.seed, self.update_index, stream=1)
         for mb in batch.values():
             adv = mb[Postprocessing.ADVANTAGES]
             rows = torch.nonzero(torch.as_tensor(mb[Columns.LOSS_MASK]).bool().cpu()).squeeze(-1)
