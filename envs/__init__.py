@@ -36,6 +36,7 @@ from envs.registry import (
     register_entry_point_families,
     register_family,
     register_gym_envs,
+    resolve_options,
 )
 from envs.spec import TaskSpec
 from envs.suites import (
@@ -87,6 +88,7 @@ __all__ = [
     "register_family",
     "register_gym_envs",
     "resolve_env_ids",
+    "resolve_options",
     "suite_names",
     "task_groups",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.backend import TaskBackend
+from envs.options import DEFAULT_INSTRUCTION_LENGTH
 from envs.spec import TaskSpec
 
 
@@ -25,6 +26,9 @@ class EnvFamily:
     # The scripted expert, if the family has one: the clean action in [-1, 1]^D for a backend's current state, from
     # its privileged state (`vla-rl collect` adds the noise). None: no demos for this family.
     expert: Callable[[TaskBackend], np.ndarray] | None = None
+    # Bytes of instruction ids in the observation when env_options.instruction_length is 0 (its default): at least the
+    # longest instruction of the family, the same for all its tasks so that one policy reads every task of a suite.
+    instruction_length: int = DEFAULT_INSTRUCTION_LENGTH
 
     def check_specs(self, specs: list[TaskSpec]) -> None:
         for s in specs:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from vla_rl.base.validation import check_choice, check_range
 
+# The instruction length of a family that does not set its own (every Meta-World and tabletop instruction fits).
+DEFAULT_INSTRUCTION_LENGTH = 64
+
 
 @dataclass
 class EnvOptions:
@@ -23,12 +26,14 @@ class EnvOptions:
     # Reward returned by `step`: "dense" (the task's shaped ground-truth reward) or "sparse"
     # (1.0 on the step that succeeds). The RL loop may relabel it with a learned reward model.
     reward_type: str = "dense"
-    # Fixed length of the int64 instruction ids in the observation (UTF-8 bytes, 0-padded).
-    instruction_length: int = 64
+    # Fixed length of the int64 instruction ids in the observation (UTF-8 bytes, 0-padded); 0 = the task family's
+    # (64; LIBERO 96, whose longest instruction is 88 bytes).
+    instruction_length: int = 0
 
     def validate(self, prefix: str = "env_options") -> None:
         check_range(f"{prefix}.image_size", self.image_size, 16, 512)
         check_range(f"{prefix}.max_episode_steps", self.max_episode_steps, 0, 100_000)
         check_range(f"{prefix}.action_repeat", self.action_repeat, 1, 50)
         check_choice(f"{prefix}.reward_type", self.reward_type, ("dense", "sparse"))
-        check_range(f"{prefix}.instruction_length", self.instruction_length, 8, 4096)
+        if self.instruction_length:
+            check_range(f"{prefix}.instruction_length", self.instruction_length, 8, 4096)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 from importlib.metadata import entry_points
@@ -78,11 +79,20 @@ def _close_ids(key: str) -> str:
     return f"; no ids start with {head!r}, did you mean one under {near}?" if near else ""
 
 
+def resolve_options(env_id: str, options: EnvOptions | None = None) -> EnvOptions:
+    """The options with the task family's defaults filled in where they are left at 0 (instruction_length)."""
+    options = options or EnvOptions()
+    if options.instruction_length:
+        return options
+    return dataclasses.replace(options, instruction_length=_FAMILIES[get_spec(env_id).family].instruction_length)
+
+
 def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | None = "rgb_array") -> VLAEnv:
     """Build one task with the observation contract of DESIGN.md."""
     spec = get_spec(env_id)
     options = options or EnvOptions()
     options.validate()
+    options = resolve_options(env_id, options)
     backend = _FAMILIES[spec.family].make_backend(spec, options.image_size, options.camera)
     try:
         return VLAEnv(backend, options, render_mode=render_mode)
@@ -142,8 +152,10 @@ def _register_builtin_families() -> None:
         from envs.libero_backend import libero_specs, make_libero_backend
         from envs.libero_expert import libero_expert
 
-        # The dense reward is the task's progress, in [0, 1]. The expert covers the object and spatial suites.
-        register_family(EnvFamily("libero", libero_specs, make_libero_backend, reward_max=1.0, expert=libero_expert))
+        # The dense reward is the task's progress, in [0, 1]. The expert covers the object and spatial suites. The
+        # longest instruction (a spatial task's) is 88 bytes.
+        register_family(EnvFamily("libero", libero_specs, make_libero_backend, reward_max=1.0, expert=libero_expert,
+                                  instruction_length=96))
 
 
 def register_entry_point_families() -> None:

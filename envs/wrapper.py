@@ -7,6 +7,7 @@ privileged `gt_reward`, `progress` (never to be fed to a policy).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ import numpy as np
 from envs.backend import TaskBackend, TaskStatus
 from envs.errors import ActionError
 from envs.instruction import VOCAB_SIZE, encode_instruction
-from envs.options import EnvOptions
+from envs.options import DEFAULT_INSTRUCTION_LENGTH, EnvOptions
 
 PRIVILEGED_INFO_KEYS = ("gt_reward", "progress")
 
@@ -25,6 +26,8 @@ class VLAEnv(gym.Env):
 
     def __init__(self, backend: TaskBackend, options: EnvOptions, render_mode: str | None = "rgb_array"):
         options.validate()
+        if not options.instruction_length:  # built directly, not by make_env (which fills in the family's length)
+            options = dataclasses.replace(options, instruction_length=DEFAULT_INSTRUCTION_LENGTH)
         self.backend = backend
         self.options = options
         self.render_mode = render_mode

@@ -133,3 +133,16 @@ def test_a_refused_env_frees_its_simulator(monkeypatch):
     with pytest.raises(ConfigError, match="instruction_length"):
         make_env("tabletop/touch-color", EnvOptions(instruction_length=8))
     assert len(closed) == 1
+
+
+def test_instruction_length_zero_means_the_familys_and_a_direct_vlaenv_gets_the_generic_default():
+    from envs import EnvOptions, VLAEnv, get_spec, make_env
+    from envs.tabletop.tasks import make_tabletop_backend
+
+    env = make_env("tabletop/touch-color", EnvOptions())
+    assert env.observation_space["instruction"].shape == (64,) and env.options.instruction_length == 64
+    env.close()
+    backend = make_tabletop_backend(get_spec("tabletop/touch-color"), 32, "")
+    direct = VLAEnv(backend, EnvOptions(instruction_length=0))
+    assert direct.reset(seed=0)[0]["instruction"].shape == (64,)
+    direct.close()

@@ -62,12 +62,29 @@ def test_task_table_matches_the_installed_benchmark():
 
 
 @needs_libero
+def test_every_instruction_fits_the_default_options_and_an_explicit_length_wins():
+    from envs import encode_instruction, resolve_options
+
+    specs = [s for s in envs.list_specs() if s.family == "libero"]
+    longest = max(len(t.encode()) for s in specs for t in s.instructions)
+    assert longest > 64  # the generic default would refuse these tasks
+    for spec in specs:
+        length = resolve_options(spec.id, EnvOptions()).instruction_length
+        assert length == 96
+        for text in spec.instructions:
+            encode_instruction(text, length)
+    assert resolve_options(OBJECT_ID, EnvOptions(instruction_length=128)).instruction_length == 128
+    assert resolve_options("metaworld/drawer-open", EnvOptions()).instruction_length == 64
+
+
+@needs_libero
 def test_observation_contract(env):
     obs, info = env.reset(seed=0)
     assert set(obs) == {"image", "state", "instruction"}
     assert obs["image"].dtype == np.uint8 and obs["image"].shape == (64, 64, 3) and obs["image"].std() > 0
     assert obs["state"].dtype == np.float32 and obs["state"].shape == (8,)  # eef xyz, axis-angle, 2 finger joints
-    assert obs["instruction"].dtype == np.int64 and env.observation_space.contains(obs)
+    assert obs["instruction"].dtype == np.int64 and obs["instruction"].shape == (96,)  # the family's default length
+    assert env.observation_space.contains(obs)
     assert decode_instruction(obs["instruction"]) == info["instruction"] == "pick up the alphabet soup and place it in the basket"
     assert info["success"] is False and 0.0 <= info["progress"] < 0.1 and info["gt_reward"] == info["progress"]
     assert env.action_space.shape == (7,) and env.action_space.low.min() == -1 and env.action_space.high.max() == 1

@@ -29,13 +29,14 @@ def check_suite_fits(policy, env_ids: list[str], options: dict[str, EnvOptions])
 
 def check_instructions_fit(env_ids: list[str], options: dict[str, EnvOptions]) -> None:
     """Every instruction of every task fits its options' instruction_length (checked from the task specs)."""
-    from envs import encode_instruction, get_spec
+    from envs import encode_instruction, get_spec, resolve_options
     from vla_rl.base.errors import ConfigError
 
     for env_id in env_ids:
+        length = resolve_options(env_id, options[env_id]).instruction_length
         for text in get_spec(env_id).instructions:
             try:
-                encode_instruction(text, options[env_id].instruction_length)
+                encode_instruction(text, length)
             except ConfigError as e:
                 raise ConfigError(f"env {env_id}: {e}") from None
 
