@@ -1,4 +1,4 @@
-"""experiments/bench_policy.py memory: each arm in its own process, the peak-RSS mark reset after setup, and the
+"""experiments/bench_learner_memory.py: each arm in its own process, the peak-RSS mark reset after setup, and the
 arms measure what they say — a frozen second copy as the reference costs resident memory, the adapter-free one does
 not (small preset: 17 MB of weights; 8 rows, one family, one repeat)."""
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_policy.py"
+BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_learner_memory.py"
 
 
 @pytest.mark.slow  # three fresh processes, each importing torch and building a model
 def test_memory_arms_in_fresh_processes_and_a_copy_costs_its_weights():
-    spec = importlib.util.spec_from_file_location("bench_policy", BENCH)
+    spec = importlib.util.spec_from_file_location("bench_learner_memory", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = argparse.Namespace(families=["llava"], preset="small", batch=8, minibatch=4, action_dim=2, chunk_size=1,
