@@ -142,7 +142,7 @@ def test_instruction_length_zero_means_the_familys_and_a_direct_vlaenv_gets_the_
     env = make_env("tabletop/touch-color", EnvOptions())
     assert env.observation_space["instruction"].shape == (64,) and env.options.instruction_length == 64
     env.close()
-    backend = make_tabletop_backend(get_spec("tabletop/touch-color"), 32, "")
+    backend = make_tabletop_backend(get_spec("tabletop/touch-color"), 64, "")
     direct = VLAEnv(backend, EnvOptions(instruction_length=0))
     assert direct.reset(seed=0)[0]["instruction"].shape == (64,)
     direct.close()

@@ -112,11 +112,32 @@ def check_same_options(config_class, cfg, saved_path: Path, changeable: tuple[st
     saved = load_config(config_class, saved_path)
     for name in changeable:
         setattr(saved, name, getattr(cfg, name))
+    _accept_family_instruction_length(saved, cfg)
     a, b = config_to_yaml(saved).splitlines(), config_to_yaml(cfg).splitlines()
     diff = [f"{x.strip()} -> {y.strip()}" for x, y in zip(a, b, strict=False) if x != y]
     if diff or len(a) != len(b):
         raise ConfigError(f"--resume: options differ from {saved_path}: {diff[:3]}; resume with the same options "
                           f"(only {', '.join(n for n in changeable if n != 'resume')} may change)")
+
+
+def _accept_family_instruction_length(saved, cfg) -> None:
+    """A run saved before `env_options.instruction_length: 0` (= the task family's length) recorded the old default, 64.
+    Resuming it with the new default is no change where every named task's family length is 64 too."""
+    from envs import get_spec, resolve_env_ids
+    from envs.options import DEFAULT_INSTRUCTION_LENGTH
+    from envs.registry import get_family
+
+    old, new = getattr(saved, "env_options", None), getattr(cfg, "env_options", None)
+    if old is None or new is None or new.instruction_length != 0 or old.instruction_length != DEFAULT_INSTRUCTION_LENGTH:
+        return
+    try:
+        named = [getattr(cfg, "env", "")] + list(getattr(cfg, "envs", ()) or ())
+        ids = resolve_env_ids(getattr(cfg, "suite", ""), [e for e in named if e])
+        lengths = {get_family(get_spec(e).family).instruction_length for e in ids}
+    except KeyError:  # an unknown task: let the comparison report the difference
+        return
+    if lengths <= {DEFAULT_INSTRUCTION_LENGTH}:
+        old.instruction_length = 0
 
 
 def latest(root: str | Path) -> Path | None:
