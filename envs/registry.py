@@ -90,9 +90,8 @@ def resolve_options(env_id: str, options: EnvOptions | None = None) -> EnvOption
 def make_env(env_id: str, options: EnvOptions | None = None, render_mode: str | None = "rgb_array") -> VLAEnv:
     """Build one task with the observation contract of DESIGN.md."""
     spec = get_spec(env_id)
-    options = options or EnvOptions()
-    options.validate()
     options = resolve_options(env_id, options)
+    options.validate()
     backend = _FAMILIES[spec.family].make_backend(spec, options.image_size, options.camera)
     try:
         return VLAEnv(backend, options, render_mode=render_mode)

@@ -123,9 +123,8 @@ def check_same_options(config_class, cfg, saved_path: Path, changeable: tuple[st
 def _accept_family_instruction_length(saved, cfg) -> None:
     """A run saved before `env_options.instruction_length: 0` (= the task family's length) recorded the old default, 64.
     Resuming it with the new default is no change where every named task's family length is 64 too."""
-    from envs import get_spec, resolve_env_ids
+    from envs import resolve_env_ids, resolve_options
     from envs.options import DEFAULT_INSTRUCTION_LENGTH
-    from envs.registry import get_family
 
     old, new = getattr(saved, "env_options", None), getattr(cfg, "env_options", None)
     if old is None or new is None or new.instruction_length != 0 or old.instruction_length != DEFAULT_INSTRUCTION_LENGTH:
@@ -133,7 +132,7 @@ def _accept_family_instruction_length(saved, cfg) -> None:
     try:
         named = [getattr(cfg, "env", "")] + list(getattr(cfg, "envs", ()) or ())
         ids = resolve_env_ids(getattr(cfg, "suite", ""), [e for e in named if e])
-        lengths = {get_family(get_spec(e).family).instruction_length for e in ids}
+        lengths = {resolve_options(e).instruction_length for e in ids}
     except KeyError:  # an unknown task: let the comparison report the difference
         return
     if lengths <= {DEFAULT_INSTRUCTION_LENGTH}:
