@@ -17,6 +17,7 @@ from vla_rl.rl.env import RLEnvSettings, env_seed, make_rl_env, seed_states
 from vla_rl.rl.multitask import (
     TASK,
     check_runs_every_task,
+    check_tasks_batch_together,
     per_task_stats,
     runner_tasks,
     task_assignment,
@@ -34,6 +35,28 @@ def test_tasks_go_round_robin_over_env_slots_and_groups_stay_in_one_task():
     check_runs_every_task([A, B, C], 1, 4, 1)
     with pytest.raises(ConfigError, match="3 tasks but only 2 env groups per iteration"):
         check_runs_every_task([A, B, C], 1, 4, 2)
+
+
+def test_tasks_whose_families_default_to_different_instruction_lengths_are_refused_unless_one_is_set(monkeypatch):
+    import dataclasses
+
+    import envs
+    from envs import EnvOptions
+
+    real = envs.resolve_options
+
+    def family_lengths(env_id, options=None):  # as if B's family defaulted to 96 bytes (LIBERO's), A's to 64
+        options = options or EnvOptions()
+        if env_id == B and not options.instruction_length:
+            return dataclasses.replace(options, instruction_length=96)
+        return real(env_id, options)
+
+    monkeypatch.setattr(envs, "resolve_options", family_lengths)
+    check_tasks_batch_together([A, C], EnvOptions(), privileged=False)
+    with pytest.raises(ConfigError, match=f"env {B} gets 96-byte instructions, env {A} 64-byte ones.*"
+                                          "instruction_length 96"):
+        check_tasks_batch_together([A, B], EnvOptions(), privileged=False)
+    check_tasks_batch_together([A, B], EnvOptions(instruction_length=96), privileged=False)  # one length: batches
 
 
 def test_per_task_stats_count_each_tasks_first_episodes_and_skip_cut_ones():

@@ -88,17 +88,25 @@ def check_runs_every_task(tasks: list[str], env_runners: int, envs_per_runner: i
 
 
 def check_tasks_batch_together(tasks: list[str], options, privileged: bool) -> None:
-    """The tasks' observations batch in one vector env: the same state size, and with the privileged critic the same
+    """The tasks' observations batch in one vector env: the same state size, the same instruction length (with
+    `instruction_length: 0` each task family fills in its own), and with the privileged critic the same
     privileged-state size (read from one env of each task). One ConfigError naming the first task that differs."""
-    from envs import get_spec, make_env
+    from envs import get_spec, make_env, resolve_options
     from vla_rl.base.errors import ConfigError
 
     first = get_spec(tasks[0])
+    first_length = resolve_options(tasks[0], options).instruction_length
     for env_id in tasks[1:]:
         spec = get_spec(env_id)
         if spec.state_dim != first.state_dim:
             raise ConfigError(f"env {env_id} has a {spec.state_dim}-D state, env {tasks[0]} a {first.state_dim}-D one:"
                               " the tasks of one run must share the state size (their observations are batched)")
+        length = resolve_options(env_id, options).instruction_length
+        if length != first_length:
+            raise ConfigError(f"env_options.instruction_length={options.instruction_length}: env {env_id} gets "
+                              f"{length}-byte instructions, env {tasks[0]} {first_length}-byte ones (their families' "
+                              "defaults) — the tasks of one run share one length: set --env_options.instruction_length "
+                              f"{max(length, first_length)}")
     if not privileged:
         return
     dims = {}
