@@ -95,18 +95,17 @@ def check_tasks_batch_together(tasks: list[str], options, privileged: bool) -> N
     from vla_rl.base.errors import ConfigError
 
     first = get_spec(tasks[0])
-    first_length = resolve_options(tasks[0], options).instruction_length
+    lengths = {env_id: resolve_options(env_id, options).instruction_length for env_id in tasks}
     for env_id in tasks[1:]:
         spec = get_spec(env_id)
         if spec.state_dim != first.state_dim:
             raise ConfigError(f"env {env_id} has a {spec.state_dim}-D state, env {tasks[0]} a {first.state_dim}-D one:"
                               " the tasks of one run must share the state size (their observations are batched)")
-        length = resolve_options(env_id, options).instruction_length
-        if length != first_length:
+        if lengths[env_id] != lengths[tasks[0]]:
             raise ConfigError(f"env_options.instruction_length={options.instruction_length}: env {env_id} gets "
-                              f"{length}-byte instructions, env {tasks[0]} {first_length}-byte ones (their families' "
-                              "defaults) — the tasks of one run share one length: set --env_options.instruction_length "
-                              f"{max(length, first_length)}")
+                              f"{lengths[env_id]}-byte instructions, env {tasks[0]} {lengths[tasks[0]]}-byte ones (their "
+                              "families' defaults) — the tasks of one run share one length: set "
+                              f"--env_options.instruction_length {max(lengths.values())}")
     if not privileged:
         return
     dims = {}
